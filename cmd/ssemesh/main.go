@@ -1,0 +1,165 @@
+// Command ssemesh runs an SSE proxy mesh node.
+//
+//	ssemesh run --config node.yaml      a node in front of SSE back ends
+//	ssemesh demo                        a synthetic back end and a node, nothing installed
+//	ssemesh version
+//
+// This is the only place that reads flags and the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ssemesh/ssemesh/internal/demo"
+	"github.com/ssemesh/ssemesh/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitUsage is the exit code for bad flags or configuration.
+const exitUsage = 2
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stderr)
+	case "demo":
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "ssemesh", version)
+		return 0
+	case "help", "--help", "-h":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ssemesh: unknown command %q\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "ssemesh:", err)
+	var ce *node.ConfigError
+	if errors.As(err, &ce) || errors.Is(err, flag.ErrHelp) || errors.Is(err, errUsage) {
+		return exitUsage
+	}
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: ssemesh <command> [flags]
+
+commands:
+  run       run a node (ssemesh run --config node.yaml, or flags only)
+  demo      run a synthetic back end and a node in one process
+  version   print the version
+
+Run "ssemesh <command> -h" for a command's flags.
+`)
+}
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration file")
+	listen := fs.String("listen", "", "client listener host:port (overrides listen)")
+	admin := fs.String("admin", "", "admin listener host:port (overrides admin.listen)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (overrides log.level)")
+	logFormat := fs.String("log-format", "", "text or json (overrides log.format)")
+	maxClients := fs.Int("max-clients", 0, "client limit (overrides limits.max_clients)")
+	nodeID := fs.String("node-id", "", "node identity in the mesh (default host-port)")
+	var backends multiFlag
+	fs.Var(&backends, "backend", "name=uri of a back end, mounted at the uri's path (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg := node.DefaultConfig()
+	if *configPath != "" {
+		var err error
+		if cfg, err = node.LoadConfig(*configPath, os.LookupEnv); err != nil {
+			return err
+		}
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *admin != "" {
+		cfg.Admin.Listen = *admin
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	if *maxClients != 0 {
+		cfg.Limits.MaxClients = *maxClients
+	}
+	if *nodeID != "" {
+		cfg.NodeID = *nodeID
+	}
+	for _, b := range backends {
+		spec, err := node.ParseBackendFlag(b)
+		if err != nil {
+			return err
+		}
+		cfg.Backends = append(cfg.Backends, spec)
+	}
+	if len(cfg.Backends) == 0 {
+		return &node.ConfigError{Key: "backends", Reason: "no back end configured (use a config file or --backend name=uri)"}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	n, err := node.New(cfg, nil)
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := demo.DefaultConfig()
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "node client listener")
+	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "node admin listener")
+	fs.StringVar(&cfg.BackendAddr, "backend-listen", cfg.BackendAddr, "synthetic back end listener")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "events per second")
+	fs.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	return demo.Run(ctx, cfg, stdout)
+}

@@ -1,0 +1,255 @@
+// Package node is the composition root of an ssemesh node: configuration,
+// the client and admin listeners, stream routing, and lifecycle.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/sirupsen/logrus"
+
+	"github.com/ssemesh/ssemesh/relay"
+)
+
+// Node is one running ssemesh node.
+type Node struct {
+	cfg   Config
+	log   logrus.FieldLogger
+	relay *relay.Relay
+
+	mounts []*mount
+
+	srv, adminSrv *http.Server
+	ln, adminLn   net.Listener
+
+	ready    atomic.Bool
+	waiting  atomic.Int64 // subscribers admitted but not yet attached
+	started  time.Time
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New builds a node from a validated configuration. log may be nil (a logger
+// is built from cfg.Log).
+func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		l, err := NewLogger(cfg.Log, os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		log = l
+	}
+	if cfg.NodeID == "" {
+		h, _ := os.Hostname()
+		cfg.NodeID = h + "-" + portOf(cfg.Listen)
+	}
+	log = log.WithField("node", cfg.NodeID)
+	rc, err := cfg.RelayConfig()
+	if err != nil {
+		return nil, err
+	}
+	r, err := relay.New(rc, log)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log.WithField("component", "node"), relay: r}
+	for _, b := range cfg.Backends {
+		m, err := newMount(b)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		n.mounts = append(n.mounts, m)
+	}
+	return n, nil
+}
+
+// NewLogger builds the process logger from the log section.
+func NewLogger(c LogConfig, out io.Writer) (*logrus.Logger, error) {
+	lvl, err := parseLevel(c.Level)
+	if err != nil {
+		return nil, &ConfigError{Key: "log.level", Reason: err.Error()}
+	}
+	l := logrus.New()
+	l.SetOutput(out)
+	l.SetLevel(lvl)
+	if c.Format == "json" {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	}
+	return l, nil
+}
+
+func parseLevel(s string) (logrus.Level, error) {
+	switch s {
+	case "", "info":
+		return logrus.InfoLevel, nil
+	case "debug", "warn", "error", "trace":
+		return logrus.ParseLevel(s)
+	}
+	return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+}
+
+func portOf(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return p
+}
+
+// Relay exposes the node's relay (for reports and tests).
+func (n *Node) Relay() *relay.Relay { return n.relay }
+
+// ID is the node's identity in the mesh.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Addr is the client listener's address once started.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// AdminAddr is the admin listener's address once started ("" if disabled).
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// Start opens both listeners and serves in the background.
+func (n *Node) Start() error {
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("node: listen %s: %w", n.cfg.Listen, err)
+	}
+	n.ln = ln
+	if n.cfg.Admin.Listen != "" {
+		aln, err := net.Listen("tcp", n.cfg.Admin.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("node: admin listen %s: %w", n.cfg.Admin.Listen, err)
+		}
+		n.adminLn = aln
+	}
+	n.srv = &http.Server{
+		Handler:           n.clientRouter(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		// No WriteTimeout: it would cut every stream. Writes carry their
+		// own deadlines in the relay.
+		ErrorLog: newStdLogger(n.log.WithField("component", "http")),
+	}
+	n.started = time.Now()
+	n.serve(n.srv, ln, "clients")
+	if n.adminLn != nil {
+		n.adminSrv = &http.Server{
+			Handler:           n.adminRouter(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			ErrorLog:          newStdLogger(n.log.WithField("component", "admin")),
+		}
+		n.serve(n.adminSrv, n.adminLn, "admin")
+	}
+	n.ready.Store(true)
+	n.log.WithFields(logrus.Fields{"listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mounts)}).Info("node started")
+	return nil
+}
+
+func (n *Node) serve(srv *http.Server, ln net.Listener, name string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.WithError(err).WithField("listener", name).Error("listener failed")
+		}
+	}()
+}
+
+// Shutdown drains the node: readiness goes 503, new clients are refused,
+// existing ones are closed spread over the drain period with a retry hint,
+// then upstreams close. It returns when everything stopped or ctx ended.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.stopOnce.Do(func() {
+		n.ready.Store(false)
+		n.log.WithField("drain", n.cfg.Drain.D()).Info("shutting down: draining clients")
+		// Stop accepting first; Shutdown closes the listener at once and
+		// then waits for handlers, which the drain below ends.
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			_ = n.srv.Shutdown(ctx)
+		}()
+		n.relay.Drain(ctx, n.cfg.Drain.D())
+		n.relay.Close()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		_ = n.srv.Close()
+		if n.adminSrv != nil {
+			_ = n.adminSrv.Close()
+		}
+		n.wg.Wait()
+		n.log.Info("stopped")
+	})
+	return err
+}
+
+// Run starts the node and drains it when ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.Drain.D()+15*time.Second)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+// stdLogger adapts net/http's error log to logrus.
+type stdLogWriter struct{ log logrus.FieldLogger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// clientRouter routes mounts; everything else is a JSON 404 (never an open proxy).
+func (n *Node) clientRouter() http.Handler {
+	r := mux.NewRouter()
+	// Longest mounts first so a nested mount wins over a prefix above it.
+	for _, m := range sortedMounts(n.mounts) {
+		h := n.streamHandler(m)
+		var route *mux.Route
+		if m.spec.Prefix {
+			route = r.PathPrefix(m.spec.Mount)
+		} else {
+			route = r.Path(m.spec.Mount)
+		}
+		route.Methods(http.MethodGet, http.MethodOptions).Handler(h)
+	}
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n.renderError(w, req, n.notFound(req))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", "GET, OPTIONS")
+		n.renderError(w, req, &httpError{Status: http.StatusMethodNotAllowed, Reason: fmt.Sprintf("method %s not allowed: streams are read with GET", req.Method)})
+	})
+	return r
+}

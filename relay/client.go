@@ -1,0 +1,248 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// client is one subscriber. On the fast path it is owned by its stream's
+// dispatcher (and the writer running its shard); on the slow path by its
+// catch-up goroutine. It is never in both at once, so next and pending need
+// no lock.
+type client struct {
+	s      *stream
+	remote string
+
+	conn net.Conn        // hijacked connection; nil when served through rw
+	raw  syscall.RawConn // conn's descriptor, for non-blocking writes
+	rw   *rwSink         // non-hijackable responses (HTTP/2, wrapped writers)
+
+	next    uint64 // seq of the next ring entry this client needs
+	pending []byte // bytes of an interrupted write still owed, before next
+	slow    bool   // set by the fast path when the client moved to catch-up
+
+	gone      atomic.Bool
+	closeOnce sync.Once
+}
+
+// rwSink writes through an http.ResponseWriter when the connection cannot
+// be hijacked; such a client keeps its handler goroutine.
+type rwSink struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	ctx context.Context
+}
+
+var errClientGone = errors.New("client gone")
+
+// tryWrite writes as much of b as the socket takes right now, never waiting.
+func (c *client) tryWrite(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for len(b) > 0 {
+			m, e := syscall.Write(int(fd), b)
+			if m > 0 {
+				n += m
+				b = b[m:]
+				continue
+			}
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != syscall.EAGAIN {
+				werr = e
+				if e == nil {
+					werr = errClientGone
+				}
+			}
+			break
+		}
+		return true // one attempt: never park this writer on a full socket
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, werr
+}
+
+// writeBlocking writes all of bufs, waiting at most WriteTimeout.
+func (c *client) writeBlocking(bufs [][]byte) error {
+	timeout := c.s.r.cfg.WriteTimeout
+	if c.rw != nil {
+		_ = c.rw.rc.SetWriteDeadline(time.Now().Add(timeout))
+		for _, b := range bufs {
+			if _, err := c.rw.w.Write(b); err != nil {
+				return err
+			}
+		}
+		return c.rw.rc.Flush()
+	}
+	if err := c.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	nb := net.Buffers(bufs)
+	_, err := nb.WriteTo(c.conn)
+	return err
+}
+
+// abort unblocks whatever write the client is in; its owner then finishes it.
+// Safe from any goroutine.
+func (c *client) abort() {
+	c.gone.Store(true)
+	if c.conn != nil {
+		_ = c.conn.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+// finish closes the client once, accounting for why.
+func (c *client) finish(reason string) {
+	c.closeOnce.Do(func() {
+		c.gone.Store(true)
+		if c.conn != nil {
+			_ = c.conn.Close()
+		}
+		s := c.s
+		s.mu.Lock()
+		delete(s.all, c)
+		s.mu.Unlock()
+		s.unref()
+		s.r.clients.Add(-1)
+		if reason != "" {
+			s.r.metrics.disconnect(reason)
+			if reason != ReasonWriteError {
+				s.log.WithField("client", c.remote).WithField("reason", reason).Info("slow subscriber disconnected")
+			}
+		}
+	})
+}
+
+// reasonFor classifies a failed blocking write.
+func reasonFor(err error) string {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ReasonWriteTimeout
+	}
+	return ReasonWriteError
+}
+
+// retryHint is a `retry:` block with ±50% jitter around base, so that clients
+// closed together do not come back together.
+func retryHint(base time.Duration) []byte {
+	ms := base.Milliseconds()
+	if ms > 0 {
+		ms = ms/2 + rand.Int64N(ms+1)
+	}
+	return []byte("retry: " + strconv.FormatInt(ms, 10) + "\n\n")
+}
+
+// heartbeat is a comment line: traffic for proxies, nothing for EventSource.
+var heartbeat = []byte(":\n")
+
+// catchUp serves a client that is not on the fast path: the initial replay,
+// a client whose socket filled up, and every non-hijacked client for its whole
+// life. It writes from the ring with deadline-bound writes until the client
+// reaches the head, then hands a hijacked client back to the dispatcher.
+func (c *client) catchUp() {
+	s := c.s
+	cfg := &s.r.cfg
+	// Only subscribers that never reach the fast path need their own
+	// heartbeat; the dispatcher beats for the others.
+	var hb *time.Timer
+	var hbC <-chan time.Time
+	var done <-chan struct{}
+	if c.raw == nil {
+		hb = time.NewTimer(cfg.Heartbeat)
+		defer hb.Stop()
+		hbC = hb.C
+	}
+	if c.rw != nil {
+		done = c.rw.ctx.Done()
+	}
+	var bufs [][]byte
+	for {
+		if len(c.pending) > 0 {
+			if err := c.writeBlocking([][]byte{c.pending}); err != nil {
+				c.finish(reasonFor(err))
+				return
+			}
+			c.pending = nil
+		}
+		s.mu.Lock()
+		if c.gone.Load() || s.state == stateClosed || s.state == stateEnded || s.state == stateFailed {
+			s.mu.Unlock()
+			c.finish("")
+			return
+		}
+		if !s.drainBy.IsZero() {
+			s.mu.Unlock()
+			_ = c.writeBlocking([][]byte{retryHint(cfg.DrainRetry)})
+			c.finish("")
+			return
+		}
+		head := s.ring.head()
+		if c.next > head {
+			if c.raw != nil {
+				// Caught up: rejoin the fast path. The dispatcher skips what
+				// this client already has, so no event is sent twice.
+				if err := c.conn.SetWriteDeadline(time.Time{}); err != nil {
+					s.mu.Unlock()
+					c.finish(ReasonWriteError)
+					return
+				}
+				s.joiners = append(s.joiners, c)
+				s.mu.Unlock()
+				s.kickDispatcher()
+				return
+			}
+			wake := s.wake
+			s.mu.Unlock()
+			select {
+			case <-wake:
+			case <-done:
+				c.finish("")
+				return
+			case <-hbC:
+				c.pending = heartbeat
+				hb.Reset(cfg.Heartbeat)
+			}
+			continue
+		}
+		if c.next < s.ring.first {
+			s.mu.Unlock()
+			c.finish(ReasonBehindRing)
+			return
+		}
+		if lag := s.ring.bytesFrom(c.next); lag > cfg.ClientLagBytes {
+			s.mu.Unlock()
+			c.finish(ReasonLag)
+			return
+		}
+		bufs = bufs[:0]
+		size := 0
+		from := c.next
+		for seq := c.next; seq <= head && size < 256<<10; seq++ {
+			e, _ := s.ring.get(seq)
+			bufs = append(bufs, e.wire)
+			size += len(e.wire)
+			c.next = seq + 1
+		}
+		s.mu.Unlock()
+		if err := c.writeBlocking(bufs); err != nil {
+			c.finish(reasonFor(err))
+			return
+		}
+		s.r.metrics.Deliveries.Add(c.next - from)
+		if hb != nil {
+			hb.Reset(cfg.Heartbeat)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config holds every tunable of the relay. The zero value is not usable; start
+// from DefaultConfig and override.
+type Config struct {
+	// MaxEventBytes bounds one upstream line and one event's data. An upstream
+	// exceeding it is logged and reconnected; clients never see a cut event.
+	MaxEventBytes int
+	// Ring buffer per stream: the most recent events kept for Last-Event-ID
+	// replay, bounded by count, bytes and age (whichever bites first).
+	RingEvents int
+	RingBytes  int64
+	RingAge    time.Duration
+	// Linger keeps a stream's upstream open this long after its last client
+	// left, so a reconnecting crowd does not reopen it.
+	Linger time.Duration
+	// Heartbeat is the interval of the comment line written to idle clients
+	// so proxies and load balancers keep the stream open.
+	Heartbeat time.Duration
+	// ClientLagBytes is how far (in bytes) a client may fall behind the newest
+	// event before it is disconnected as a slow consumer.
+	ClientLagBytes int64
+	// WriteTimeout bounds one blocking write to a client that could not take
+	// data at once; missing it disconnects the client.
+	WriteTimeout time.Duration
+	// ConnectTimeout bounds waiting for an upstream's response headers.
+	ConnectTimeout time.Duration
+	// ReadyTimeout bounds how long a client waits for a new stream's first
+	// upstream answer before it gets 504.
+	ReadyTimeout time.Duration
+	// IdleTimeout: an upstream silent for longer (comments count as traffic)
+	// is considered dead and reconnected.
+	IdleTimeout time.Duration
+	// Backoff between upstream reconnects: jittered exponential from
+	// BackoffMin to BackoffMax. An upstream `retry:` field raises the floor.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// ConnectRetries is how many times one connect is retried (transport
+	// errors and 5xx) before the stream reports the failure.
+	ConnectRetries int
+	// CatchUpTimeout bounds fetching events older than the ring from
+	// upstream for a client whose Last-Event-ID the ring no longer holds.
+	CatchUpTimeout time.Duration
+	// GapEvent is the event type sent to a client whose Last-Event-ID could
+	// not be resumed without loss. Empty disables the event (the client is
+	// then told only by the X-Ssemesh-Gap response header).
+	GapEvent string
+	// DrainRetry is the retry hint (ms, jittered) sent to clients closed by
+	// shutdown, so they come back spread out and elsewhere.
+	DrainRetry time.Duration
+	// UserAgent is sent upstream.
+	UserAgent string
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxEventBytes:  4 << 20,
+		RingEvents:     10000,
+		RingBytes:      64 << 20,
+		RingAge:        15 * time.Minute,
+		Linger:         30 * time.Second,
+		Heartbeat:      15 * time.Second,
+		ClientLagBytes: 8 << 20,
+		WriteTimeout:   10 * time.Second,
+		ConnectTimeout: 10 * time.Second,
+		ReadyTimeout:   15 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		BackoffMin:     250 * time.Millisecond,
+		BackoffMax:     30 * time.Second,
+		ConnectRetries: 3,
+		CatchUpTimeout: 5 * time.Second,
+		GapEvent:       "ssemesh-gap",
+		DrainRetry:     2 * time.Second,
+		UserAgent:      "ssemesh",
+	}
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	pos := []struct {
+		name string
+		ok   bool
+	}{
+		{"max_event_bytes", c.MaxEventBytes >= 1024},
+		{"ring.events", c.RingEvents >= 1},
+		{"ring.bytes", c.RingBytes >= int64(c.MaxEventBytes)},
+		{"ring.age", c.RingAge > 0},
+		{"linger", c.Linger >= 0},
+		{"heartbeat", c.Heartbeat > 0},
+		{"client_lag_bytes", c.ClientLagBytes >= 4096},
+		{"write_timeout", c.WriteTimeout > 0},
+		{"connect_timeout", c.ConnectTimeout > 0},
+		{"ready_timeout", c.ReadyTimeout > 0},
+		{"idle_timeout", c.IdleTimeout > 0},
+		{"backoff.min", c.BackoffMin > 0},
+		{"backoff.max", c.BackoffMax >= c.BackoffMin},
+		{"connect_retries", c.ConnectRetries >= 0},
+		{"catch_up_timeout", c.CatchUpTimeout > 0},
+		{"drain_retry", c.DrainRetry >= 0},
+	}
+	for _, p := range pos {
+		if !p.ok {
+			return fmt.Errorf("relay.%s: %w", p.name, errInvalid(p.name, c))
+		}
+	}
+	return nil
+}
+
+func errInvalid(name string, c Config) error {
+	switch name {
+	case "max_event_bytes":
+		return fmt.Errorf("must be at least 1024, got %d", c.MaxEventBytes)
+	case "ring.bytes":
+		return fmt.Errorf("must hold at least one maximal event (%d bytes), got %d", c.MaxEventBytes, c.RingBytes)
+	case "backoff.max":
+		return fmt.Errorf("must be >= backoff.min (%s), got %s", c.BackoffMin, c.BackoffMax)
+	case "client_lag_bytes":
+		return fmt.Errorf("must be at least 4096, got %d", c.ClientLagBytes)
+	}
+	return errors.New("must be positive")
+}

@@ -1,0 +1,251 @@
+// Package relay holds one upstream subscription per stream and fans every
+// event out to all local subscribers.
+//
+// Each stream parses its upstream once (WHATWG rules), keeps recent events in
+// a bounded ring, encodes every event once and writes the same bytes to every
+// subscriber. Subscribers on hijacked TCP connections need no goroutine of
+// their own: a per-stream dispatcher writes each batch with non-blocking
+// writes, spread over a small pool of writers; a subscriber whose socket is
+// full moves to a catch-up goroutine that reads from the ring with blocking,
+// deadline-bound writes and rejoins the fast path once it reaches the head.
+// A subscriber that falls too far behind is disconnected and may resume with
+// Last-Event-ID.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/sirupsen/logrus"
+)
+
+// Target is where a stream's upstream lives at one moment.
+type Target struct {
+	URL    string      // absolute URL including the query
+	Header http.Header // extra request headers (Host, Authorization, ancestry)
+	// Label names the upstream for logs and reports without credentials.
+	Label string
+}
+
+// TargetFunc is asked for the upstream on every (re)connect, so the node can
+// re-point a stream (another back-end instance, another parent).
+type TargetFunc func() (Target, error)
+
+// Relay owns every stream of a node.
+type Relay struct {
+	cfg     Config
+	log     logrus.FieldLogger
+	http    *retryablehttp.Client
+	metrics *Metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	streams  map[string]*stream
+	stopping bool
+
+	jobs    chan func() // fan-out work for the writer pool
+	workers int
+
+	clients atomic.Int64
+}
+
+// New builds a relay. Close must be called to release it.
+func New(cfg Config, log logrus.FieldLogger) (*Relay, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.WarnLevel)
+		log = l
+	}
+	log = log.WithField("component", "relay")
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Relay{
+		cfg:     cfg,
+		log:     log,
+		metrics: newMetrics(),
+		ctx:     ctx,
+		cancel:  cancel,
+		streams: make(map[string]*stream),
+		jobs:    make(chan func()),
+	}
+	r.http = newUpstreamClient(cfg, log)
+	r.workers = runtime.GOMAXPROCS(0)
+	for i := 0; i < r.workers; i++ {
+		r.wg.Add(1)
+		go r.writer()
+	}
+	return r, nil
+}
+
+// Config returns the configuration in force.
+func (r *Relay) Config() Config { return r.cfg }
+
+// Metrics returns the relay's live counters.
+func (r *Relay) Metrics() *Metrics { return r.metrics }
+
+// Clients is the number of subscribers attached now.
+func (r *Relay) Clients() int { return int(r.clients.Load()) }
+
+// Streams is the number of streams open now.
+func (r *Relay) Streams() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.streams)
+}
+
+// writer runs fan-out jobs until the relay closes.
+func (r *Relay) writer() {
+	defer r.wg.Done()
+	for {
+		select {
+		case job := <-r.jobs:
+			job()
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// goOwned starts a goroutine owned by the relay; it refuses once Close began
+// so nothing outlives the wait in Close.
+func (r *Relay) goOwned(f func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// acquire returns the stream for key, creating it (and its upstream) on first
+// use, with one reference taken for the caller.
+func (r *Relay) acquire(key string, target TargetFunc, lastEventID string, hasLastEventID bool) (*stream, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopping {
+		return nil, &Error{Status: http.StatusServiceUnavailable, Reason: "node is shutting down", RetryAfter: 1}
+	}
+	s := r.streams[key]
+	if s == nil || s.isFinished() {
+		s = newStream(r, key, target, lastEventID, hasLastEventID)
+		r.streams[key] = s
+		r.wg.Add(2)
+		go func() { defer r.wg.Done(); s.runUpstream() }()
+		go func() { defer r.wg.Done(); s.runDispatcher() }()
+	}
+	s.ref()
+	return s, nil
+}
+
+// forget removes s from the table if it is still the registered stream.
+func (r *Relay) forget(s *stream) {
+	r.mu.Lock()
+	if r.streams[s.key] == s {
+		delete(r.streams, s.key)
+	}
+	r.mu.Unlock()
+}
+
+// Retarget asks the stream key to reconnect to its (new) target, make-before-break:
+// the new upstream is opened and resumed from the last event before the old
+// one is closed. It is a no-op for unknown streams.
+func (r *Relay) Retarget(key string) {
+	r.mu.Lock()
+	s := r.streams[key]
+	r.mu.Unlock()
+	if s != nil {
+		s.retargetSignal()
+	}
+}
+
+// Keys lists the open streams.
+func (r *Relay) Keys() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.streams))
+	for k := range r.streams {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Drain closes every subscriber, spread evenly over period, each told with a
+// jittered `retry:` hint to come back (elsewhere). New subscribers are
+// refused from the start. It returns when all are closed or ctx ends.
+func (r *Relay) Drain(ctx context.Context, period time.Duration) {
+	r.mu.Lock()
+	r.stopping = true
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		streams = append(streams, s)
+	}
+	r.mu.Unlock()
+	deadline := time.Now().Add(period)
+	for _, s := range streams {
+		s.drain(deadline)
+	}
+	for _, s := range streams {
+		select {
+		case <-s.drained:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Close stops every stream and waits for all goroutines. Subscribers still
+// attached are closed at once.
+func (r *Relay) Close() {
+	r.mu.Lock()
+	r.stopping = true
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		streams = append(streams, s)
+	}
+	r.mu.Unlock()
+	for _, s := range streams {
+		s.shutdown(errors.New("relay closed"))
+	}
+	r.cancel()
+	r.wg.Wait()
+	r.http.HTTPClient.CloseIdleConnections()
+}
+
+// Error is a refusal that happens before a subscriber's response starts; the
+// caller renders it (JSON) with the status.
+type Error struct {
+	Status     int
+	Reason     string
+	RetryAfter int // seconds; 0 = no Retry-After header
+	// Upstream is the status the upstream answered, when the refusal mirrors it.
+	Upstream int
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("relay: %d: %s", e.Status, e.Reason) }
+
+// Has reports whether a stream is open for key.
+func (r *Relay) Has(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.streams[key]
+	return ok
+}

@@ -1,0 +1,242 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/ssemesh/ssemesh/internal/sse"
+)
+
+// Request says which stream a subscriber wants and from where.
+type Request struct {
+	Key            string     // stream identity: the upstream URL (path and query included)
+	Target         TargetFunc // where to connect when the stream opens or reconnects
+	LastEventID    string     // the subscriber's resume point
+	HasLastEventID bool
+}
+
+// Serve attaches the subscriber to its stream and streams to it. Headers the
+// caller set on w (CORS, say) are sent along. A refusal before the response
+// starts is returned as *Error for the caller to render; once streaming
+// began Serve returns nil. For hijackable HTTP/1.x connections Serve returns
+// as soon as the subscriber is on the fast path: its connection is owned by
+// the relay from then on.
+func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) error {
+	s, err := r.acquire(sr.Key, sr.Target, sr.LastEventID, sr.HasLastEventID)
+	if err != nil {
+		return err
+	}
+	ready := time.NewTimer(r.cfg.ReadyTimeout)
+	defer ready.Stop()
+	select {
+	case <-s.ready:
+	case <-req.Context().Done():
+		s.unref()
+		return nil
+	case <-ready.C:
+		s.unref()
+		return &Error{Status: http.StatusGatewayTimeout, Reason: fmt.Sprintf("upstream did not answer within %s", r.cfg.ReadyTimeout), RetryAfter: 1}
+	}
+
+	s.mu.Lock()
+	if s.first.err != nil {
+		e := *s.first.err
+		s.mu.Unlock()
+		s.unref()
+		return &e
+	}
+	if s.state != stateLive {
+		s.mu.Unlock()
+		s.unref()
+		return &Error{Status: http.StatusServiceUnavailable, Reason: "stream is closing", RetryAfter: 1}
+	}
+	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1}
+	catchUp := false
+	if sr.HasLastEventID && !(s.hasLastID && s.lastID == sr.LastEventID) {
+		if seq, ok := s.ring.after(sr.LastEventID); ok {
+			c.next = seq
+		} else if s.originSet && s.origin == sr.LastEventID {
+			// The stream was opened upstream from this very id: everything
+			// it received since is what the subscriber misses.
+			c.next = 1
+		} else {
+			catchUp = true
+		}
+	}
+	retry := s.retry
+	s.all[c] = struct{}{}
+	s.mu.Unlock()
+	r.clients.Add(1)
+	r.metrics.ClientsTotal.Add(1)
+
+	head := buildHead(w.Header())
+	if hj, ok := w.(http.Hijacker); ok && req.ProtoMajor == 1 {
+		conn, _, err := hj.Hijack()
+		if err != nil {
+			c.finish(ReasonWriteError)
+			return nil
+		}
+		c.conn = conn
+		if sc, ok := conn.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				c.raw = raw
+			}
+		}
+		c.pending = head
+	} else {
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+		c.rw = &rwSink{w: w, rc: http.NewResponseController(w), ctx: req.Context()}
+		if err := c.rw.rc.Flush(); err != nil {
+			c.finish(ReasonWriteError)
+			return nil
+		}
+	}
+	if retry >= 0 {
+		c.pending = sse.AppendEvent(c.pending, sse.Event{Retry: retry})
+	}
+	if catchUp {
+		if len(c.pending) > 0 {
+			if err := c.writeBlocking([][]byte{c.pending}); err != nil {
+				c.finish(reasonFor(err))
+				return nil
+			}
+			c.pending = nil
+		}
+		c.resume(req.Context(), sr.LastEventID)
+	}
+	c.catchUp()
+	return nil
+}
+
+// buildHead renders the response head for a hijacked connection. The body
+// is delimited by the connection's close, the HTTP/1.1 way for endless
+// streams, so no chunk framing is needed on the fast path.
+func buildHead(extra http.Header) []byte {
+	h := extra.Clone()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("Connection", "close")
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	h.Del("Content-Length")
+	h.Del("Transfer-Encoding")
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&b)
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+// resume fills the history a subscriber asked for that the ring no longer
+// holds, by asking upstream from its Last-Event-ID until upstream's replay
+// reaches an event the ring holds. When that cannot be done the subscriber
+// gets a gap event and everything the ring holds.
+func (c *client) resume(ctx context.Context, lastEventID string) {
+	s := c.s
+	prefix, seq, gap := s.fetchSince(ctx, lastEventID)
+	if gap != "" {
+		s.r.metrics.Gaps.Add(1)
+		s.log.WithField("last_event_id", lastEventID).WithField("reason", gap).Warn("subscriber resumes with a gap")
+		s.mu.Lock()
+		c.next = s.ring.first
+		s.mu.Unlock()
+		if s.r.cfg.GapEvent != "" {
+			data, _ := json.Marshal(map[string]string{"lastEventId": lastEventID, "reason": gap})
+			c.pending = sse.AppendEvent(nil, sse.Event{Type: s.r.cfg.GapEvent, Data: string(data), HasData: true, Retry: -1})
+		}
+		return
+	}
+	c.next = seq
+	if len(prefix) > 0 {
+		if err := c.writeBlocking(prefix); err != nil {
+			c.abort()
+			return
+		}
+		s.r.metrics.Deliveries.Add(uint64(len(prefix)))
+	}
+}
+
+// fetchSince asks upstream for the events after lastEventID, collecting them
+// until one arrives that the ring holds (the seam). It returns the events
+// before the seam, the seq to continue from, or a reason for a gap.
+func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, uint64, string) {
+	cfg := &s.r.cfg
+	t, err := s.target()
+	if err != nil {
+		return nil, 0, fmt.Sprintf("no upstream: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.CatchUpTimeout)
+	defer cancel()
+	resp, refusal, _ := s.connect(ctx, t, lastEventID, true)
+	if refusal != nil {
+		return nil, 0, "upstream could not resume: " + refusal.Reason
+	}
+	defer resp.Body.Close()
+	stop := context.AfterFunc(ctx, func() { _ = resp.Body.Close() })
+	defer stop()
+
+	p := sse.NewParser(cfg.MaxEventBytes)
+	buf := make([]byte, 32<<10)
+	var prefix [][]byte
+	var size int64
+	var seam uint64
+	found := false
+	emit := func(ev sse.Event) {
+		if found {
+			return
+		}
+		if ev.HasID {
+			s.mu.Lock()
+			seq, ok := s.ring.byID[ev.ID]
+			first := s.ring.first
+			s.mu.Unlock()
+			if ok {
+				if len(prefix) == 0 && seq > first {
+					// Upstream went straight to events the ring holds, past
+					// older ones: it did not replay from lastEventID.
+					seam, found = 0, true
+					return
+				}
+				seam, found = seq, true
+				return
+			}
+		}
+		w := sse.AppendEvent(nil, ev)
+		size += int64(len(w))
+		prefix = append(prefix, w)
+	}
+	for !found {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if perr := p.Feed(buf[:n], emit); perr != nil {
+				return nil, 0, "upstream replay has an oversized event"
+			}
+			if size > cfg.ClientLagBytes {
+				return nil, 0, "history to replay exceeds client_lag_bytes"
+			}
+		}
+		if err != nil && !found {
+			if ctx.Err() != nil {
+				return nil, 0, fmt.Sprintf("upstream replay did not reach the buffered events within %s", cfg.CatchUpTimeout)
+			}
+			if err == io.EOF {
+				return nil, 0, "upstream replay ended before reaching the buffered events"
+			}
+			return nil, 0, fmt.Sprintf("upstream replay failed: %v", err)
+		}
+	}
+	if seam == 0 {
+		return nil, 0, "upstream does not hold events after that id"
+	}
+	return prefix, seam, ""
+}

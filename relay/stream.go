@@ -1,0 +1,324 @@
+package relay
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ssemesh/ssemesh/internal/sse"
+)
+
+type streamState int
+
+const (
+	stateConnecting streamState = iota // no upstream answer yet
+	stateLive                          // an upstream answered 200 at least once
+	stateFailed                        // the first answer was a refusal; waiters get it
+	stateEnded                         // the upstream said 204: the stream is over
+	stateClosed                        // torn down (linger expired, relay closed)
+)
+
+// outcome is how a stream's first upstream attempt ended, for subscribers
+// that wait before their response starts.
+type outcome struct {
+	err *Error // nil: live
+}
+
+// stream is one upstream subscription and its subscribers.
+type stream struct {
+	r      *Relay
+	key    string
+	target TargetFunc
+	log    logrus.FieldLogger
+
+	ctx    context.Context // upstream lifetime
+	cancel context.CancelFunc
+
+	kick     chan struct{} // 1-buffered: new events or joiners for the dispatcher
+	drained  chan struct{} // closed when the dispatcher has closed every subscriber
+	retarget chan struct{} // 1-buffered: the target changed, reconnect make-before-break
+
+	mu         sync.Mutex
+	state      streamState
+	ready      chan struct{} // closed once the first outcome is known
+	first      outcome
+	ring       *ring
+	lastID     string // lastEventId in force at the head
+	hasLastID  bool
+	origin     string // Last-Event-ID the stream was first opened upstream with
+	originSet  bool
+	retry      int64         // newest upstream retry value, -1 none; sent to every new subscriber
+	wake       chan struct{} // closed and replaced on every change, for waiting writers
+	refs       int           // subscribers attached or waiting
+	linger     *time.Timer
+	joiners    []*client
+	all        map[*client]struct{}
+	dispatched uint64
+	drainBy    time.Time // non-zero: close every subscriber by then
+	label      string    // upstream label, for reports
+	lastErr    string
+	reconnects uint64
+	eventsIn   uint64
+	opened     time.Time
+}
+
+func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasLastEventID bool) *stream {
+	ctx, cancel := context.WithCancel(r.ctx)
+	return &stream{
+		r:         r,
+		key:       key,
+		target:    target,
+		log:       r.log.WithField("stream", key),
+		ctx:       ctx,
+		cancel:    cancel,
+		kick:      make(chan struct{}, 1),
+		drained:   make(chan struct{}),
+		retarget:  make(chan struct{}, 1),
+		ready:     make(chan struct{}),
+		ring:      newRing(r.cfg.RingEvents, r.cfg.RingBytes, r.cfg.RingAge),
+		lastID:    lastEventID,
+		hasLastID: hasLastEventID,
+		origin:    lastEventID,
+		originSet: hasLastEventID,
+		retry:     -1,
+		wake:      make(chan struct{}),
+		all:       make(map[*client]struct{}),
+		opened:    time.Now(),
+	}
+}
+
+// isFinished reports a stream that can no longer take subscribers; the
+// relay replaces it. Callers hold r.mu; the stream lock nests inside it.
+func (s *stream) isFinished() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state == stateFailed || s.state == stateEnded || s.state == stateClosed
+}
+
+func (s *stream) ref() {
+	s.mu.Lock()
+	s.refs++
+	if s.linger != nil {
+		s.linger.Stop()
+		s.linger = nil
+	}
+	s.mu.Unlock()
+}
+
+// unref drops a reference; the last one starts the linger timer.
+func (s *stream) unref() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refs--
+	if s.refs > 0 || s.state == stateClosed {
+		return
+	}
+	if s.state != stateLive && s.state != stateConnecting {
+		s.closeLocked()
+		return
+	}
+	linger := s.r.cfg.Linger
+	s.linger = time.AfterFunc(linger, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.refs == 0 && s.state != stateClosed {
+			s.log.Debug("last subscriber gone: closing upstream")
+			s.closeLocked()
+		}
+	})
+}
+
+// closeLocked tears the stream down: upstream cancelled, dispatcher told,
+// waiting writers woken. s.mu is held.
+func (s *stream) closeLocked() {
+	if s.state == stateClosed {
+		return
+	}
+	prev := s.state
+	s.state = stateClosed
+	if prev == stateConnecting {
+		s.first = outcome{err: &Error{Status: 503, Reason: "stream closed before its upstream answered", RetryAfter: 1}}
+		close(s.ready)
+	}
+	s.cancel()
+	s.wakeLocked()
+	for c := range s.all {
+		c.abort()
+	}
+	go s.r.forget(s)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// shutdown closes the stream at once (relay closing).
+func (s *stream) shutdown(cause error) {
+	s.mu.Lock()
+	s.lastErr = cause.Error()
+	s.closeLocked()
+	s.mu.Unlock()
+}
+
+func (s *stream) wakeLocked() {
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+func (s *stream) kickDispatcher() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setLive records the first successful upstream answer.
+func (s *stream) setLive(label string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.label = label
+	if s.state == stateConnecting {
+		s.state = stateLive
+		close(s.ready)
+	}
+}
+
+// fail records a refusal. Before the stream was ever live it becomes the
+// answer of every waiting subscriber; afterwards it is hidden and only noted.
+func (s *stream) fail(e *Error, ended bool) (final bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = e.Reason
+	switch {
+	case ended:
+		// 204: the back end says the stream is over. Live subscribers are
+		// closed; later requests will ask upstream again and get 204 too.
+		wasConnecting := s.state == stateConnecting
+		s.state = stateEnded
+		if wasConnecting {
+			s.first = outcome{err: e}
+			close(s.ready)
+		}
+		s.cancel()
+		s.wakeLocked()
+		for c := range s.all {
+			c.abort()
+		}
+		go s.r.forget(s)
+		s.kickDispatcher()
+		return true
+	case s.state == stateConnecting:
+		s.state = stateFailed
+		s.first = outcome{err: e}
+		close(s.ready)
+		s.cancel()
+		go s.r.forget(s)
+		s.kickDispatcher()
+		return true
+	}
+	return s.state == stateClosed
+}
+
+// publish adds one upstream block: encoded once, appended to the ring, and
+// announced to the dispatcher and waiting writers.
+func (s *stream) publish(ev sse.Event, now time.Time) {
+	wire := sse.AppendEvent(make([]byte, 0, len(ev.Data)+len(ev.ID)+len(ev.Type)+32), ev)
+	s.mu.Lock()
+	if ev.HasID {
+		s.lastID, s.hasLastID = ev.ID, true
+	}
+	if ev.Retry >= 0 {
+		s.retry = ev.Retry
+	}
+	s.ring.push(s.lastID, ev.HasID, wire, now)
+	s.eventsIn++
+	s.wakeLocked()
+	s.mu.Unlock()
+	s.r.metrics.EventsIn.Add(1)
+	s.kickDispatcher()
+}
+
+// resumeID is the Last-Event-ID for the next upstream connection.
+func (s *stream) resumeID() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastID, s.hasLastID
+}
+
+// hasRefs reports whether anyone still wants the stream.
+func (s *stream) active() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state != stateClosed && s.state != stateEnded && s.state != stateFailed
+}
+
+func (s *stream) retargetSignal() {
+	select {
+	case s.retarget <- struct{}{}:
+	default:
+	}
+}
+
+// drain asks the dispatcher to close every subscriber by deadline.
+func (s *stream) drain(deadline time.Time) {
+	s.mu.Lock()
+	s.drainBy = deadline
+	s.wakeLocked()
+	s.mu.Unlock()
+	s.kickDispatcher()
+}
+
+// Info describes a stream for reports.
+type Info struct {
+	Key         string
+	Upstream    string
+	State       string
+	Clients     int
+	EventsIn    uint64
+	Reconnects  uint64
+	LastEventID string
+	Buffered    int
+	BufferBytes int64
+	OldestAt    time.Time
+	LastError   string
+	Opened      time.Time
+}
+
+func (s *stream) info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, b, oldest := s.ring.span()
+	return Info{
+		Key:         s.key,
+		Upstream:    s.label,
+		State:       [...]string{"connecting", "live", "failed", "ended", "closed"}[s.state],
+		Clients:     len(s.all),
+		EventsIn:    s.eventsIn,
+		Reconnects:  s.reconnects,
+		LastEventID: s.lastID,
+		Buffered:    n,
+		BufferBytes: b,
+		OldestAt:    oldest,
+		LastError:   s.lastErr,
+		Opened:      s.opened,
+	}
+}
+
+// StreamInfo describes every open stream.
+func (r *Relay) StreamInfo() []Info {
+	r.mu.Lock()
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
+		streams = append(streams, s)
+	}
+	r.mu.Unlock()
+	out := make([]Info, 0, len(streams))
+	for _, s := range streams {
+		out = append(out, s.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
