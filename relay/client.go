@@ -30,6 +30,8 @@ type client struct {
 	pending []byte // bytes of an interrupted write still owed, before next
 	slow    bool   // set by the fast path when the client moved to catch-up
 
+	pos       atomic.Uint64 // next as last written, readable by the dispatcher's lag check
+	killed    atomic.Value  // string: why the client was aborted by someone else
 	gone      atomic.Bool
 	closeOnce sync.Once
 }
@@ -104,8 +106,17 @@ func (c *client) abort() {
 	}
 }
 
+// kill aborts the client for reason; its owner finishes it with that reason.
+func (c *client) kill(reason string) {
+	c.killed.CompareAndSwap(nil, reason)
+	c.abort()
+}
+
 // finish closes the client once, accounting for why.
 func (c *client) finish(reason string) {
+	if k, ok := c.killed.Load().(string); ok {
+		reason = k
+	}
 	c.closeOnce.Do(func() {
 		c.gone.Store(true)
 		if c.conn != nil {
@@ -114,6 +125,7 @@ func (c *client) finish(reason string) {
 		s := c.s
 		s.mu.Lock()
 		delete(s.all, c)
+		delete(s.slow, c)
 		s.mu.Unlock()
 		s.unref()
 		s.r.clients.Add(-1)
@@ -198,6 +210,7 @@ func (c *client) catchUp() {
 					c.finish(ReasonWriteError)
 					return
 				}
+				delete(s.slow, c)
 				s.joiners = append(s.joiners, c)
 				s.mu.Unlock()
 				s.kickDispatcher()
@@ -240,6 +253,7 @@ func (c *client) catchUp() {
 			c.finish(reasonFor(err))
 			return
 		}
+		c.pos.Store(c.next)
 		s.r.metrics.Deliveries.Add(c.next - from)
 		if hb != nil {
 			hb.Reset(cfg.Heartbeat)

@@ -52,6 +52,7 @@ func (s *stream) runDispatcher() {
 		}
 		s.joiners = s.joiners[:0]
 		b := s.nextBatchLocked()
+		s.checkSlowLocked()
 		drainBy := s.drainBy
 		more := s.dispatched < s.ring.head()
 		s.mu.Unlock()
@@ -240,11 +241,29 @@ func (c *client) offerBytes(p []byte) {
 	}
 }
 
+// checkSlowLocked disconnects subscribers off the fast path that fell more
+// than ClientLagBytes behind the head. A stalled subscriber is usually parked
+// in a blocking write, so the check must come from here, not from its own
+// goroutine. s.mu is held.
+func (s *stream) checkSlowLocked() {
+	for c := range s.slow {
+		if s.ring.bytesFrom(c.pos.Load()) > s.r.cfg.ClientLagBytes {
+			delete(s.slow, c)
+			c.kill(ReasonLag)
+		}
+	}
+}
+
 // demote moves a client whose socket is full to its own catch-up goroutine,
 // owing rest before its next ring entry.
 func (c *client) demote(rest []byte) {
 	c.slow = true
 	c.pending = rest
+	c.pos.Store(c.next)
+	c.s.r.metrics.SlowPath.Add(1)
+	c.s.mu.Lock()
+	c.s.slow[c] = struct{}{}
+	c.s.mu.Unlock()
 	if !c.s.r.goOwned(c.catchUp) {
 		c.finish("")
 	}

@@ -24,6 +24,7 @@ type Metrics struct {
 	UpstreamConnects atomic.Uint64 // successful upstream connections (200)
 	Reparents        atomic.Uint64 // make-before-break switches to a new target
 	Gaps             atomic.Uint64 // subscribers told of an unfillable gap
+	SlowPath         atomic.Uint64 // moves of a subscriber whose socket was full to the catch-up path
 
 	mu          sync.Mutex
 	disconnects map[string]uint64
@@ -68,7 +69,7 @@ func (m *Metrics) observe(d time.Duration, n uint64) {
 
 // Snapshot is a copy of the counters.
 type Snapshot struct {
-	ClientsTotal, EventsIn, Deliveries, UpstreamConnects, Reparents, Gaps uint64
+	ClientsTotal, EventsIn, Deliveries, UpstreamConnects, Reparents, Gaps, SlowPath uint64
 	Disconnects                                                           map[string]uint64
 	UpstreamErrors                                                        map[string]uint64
 	Refused                                                               map[string]uint64
@@ -84,6 +85,7 @@ func (m *Metrics) Snapshot() Snapshot {
 		UpstreamConnects: m.UpstreamConnects.Load(),
 		Reparents:        m.Reparents.Load(),
 		Gaps:             m.Gaps.Load(),
+		SlowPath:         m.SlowPath.Load(),
 		Latency:          m.latency.Snapshot(),
 	}
 	m.mu.Lock()

@@ -28,6 +28,10 @@ type ring struct {
 	maxBytes int64
 	maxAge   time.Duration
 	byID     map[string]uint64 // newest seq that carried each explicit id
+	// beforeID is the lastEventId in force just before the oldest entry: a
+	// subscriber at exactly that id resumes at first without a gap.
+	beforeID    string
+	hasBeforeID bool
 }
 
 func newRing(maxEvents int, maxBytes int64, maxAge time.Duration) *ring {
@@ -83,6 +87,7 @@ func (r *ring) expire(now time.Time) {
 
 func (r *ring) evictOldest() {
 	e := &r.buf[r.start]
+	r.beforeID, r.hasBeforeID = e.id, true
 	if e.hasID && r.byID[e.id] == e.seq {
 		delete(r.byID, e.id)
 	}

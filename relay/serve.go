@@ -70,7 +70,9 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		}
 	}
 	retry := s.retry
+	c.pos.Store(c.next)
 	s.all[c] = struct{}{}
+	s.slow[c] = struct{}{}
 	s.mu.Unlock()
 	r.clients.Add(1)
 	r.metrics.ClientsTotal.Add(1)
@@ -149,6 +151,7 @@ func (c *client) resume(ctx context.Context, lastEventID string) {
 		s.log.WithField("last_event_id", lastEventID).WithField("reason", gap).Warn("subscriber resumes with a gap")
 		s.mu.Lock()
 		c.next = s.ring.first
+		c.pos.Store(c.next)
 		s.mu.Unlock()
 		if s.r.cfg.GapEvent != "" {
 			data, _ := json.Marshal(map[string]string{"lastEventId": lastEventID, "reason": gap})
@@ -157,6 +160,7 @@ func (c *client) resume(ctx context.Context, lastEventID string) {
 		return
 	}
 	c.next = seq
+	c.pos.Store(seq)
 	if len(prefix) > 0 {
 		if err := c.writeBlocking(prefix); err != nil {
 			c.abort()
@@ -171,6 +175,16 @@ func (c *client) resume(ctx context.Context, lastEventID string) {
 // before the seam, the seq to continue from, or a reason for a gap.
 func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, uint64, string) {
 	cfg := &s.r.cfg
+	// The stream's own upstream may have delivered the id meanwhile (a new
+	// stream still receiving its replay): then the ring answers after all.
+	inRing := func() (uint64, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ring.after(lastEventID)
+	}
+	if seq, ok := inRing(); ok {
+		return nil, seq, ""
+	}
 	t, err := s.target()
 	if err != nil {
 		return nil, 0, fmt.Sprintf("no upstream: %v", err)
@@ -195,15 +209,22 @@ func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, 
 		if found {
 			return
 		}
+		if seq, ok := inRing(); ok {
+			prefix, seam, found = nil, seq, true
+			return
+		}
 		if ev.HasID {
 			s.mu.Lock()
 			seq, ok := s.ring.byID[ev.ID]
 			first := s.ring.first
+			adjacent := s.ring.hasBeforeID && s.ring.beforeID == lastEventID
 			s.mu.Unlock()
 			if ok {
-				if len(prefix) == 0 && seq > first {
-					// Upstream went straight to events the ring holds, past
-					// older ones: it did not replay from lastEventID.
+				if len(prefix) == 0 && (seq > first || !adjacent) {
+					// Upstream went straight to events the ring holds
+					// without anything older: it did not replay from
+					// lastEventID (unless that id sits right before the
+					// ring, which the ring already answered).
 					seam, found = 0, true
 					return
 				}

@@ -56,6 +56,7 @@ type stream struct {
 	linger     *time.Timer
 	joiners    []*client
 	all        map[*client]struct{}
+	slow       map[*client]struct{} // subscribers off the fast path, for the lag check
 	dispatched uint64
 	drainBy    time.Time // non-zero: close every subscriber by then
 	label      string    // upstream label, for reports
@@ -86,6 +87,7 @@ func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasL
 		retry:     -1,
 		wake:      make(chan struct{}),
 		all:       make(map[*client]struct{}),
+		slow:      make(map[*client]struct{}),
 		opened:    time.Now(),
 	}
 }

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParseConfigIssueShape(t *testing.T) {
+	src := `
+listen: 127.0.0.1:8080
+admin: {listen: 127.0.0.1:9090}
+backends:
+  - name: changelog
+    uri: http://cs.example:8080/webservice/escenic/changelog/sse
+    mount: /webservice/escenic/changelog/sse
+    prefix: false
+    headers: {Host: cs.example}
+    credentials: {username: ${CS_USER}, password: ${CS_PASS:-secret}}
+  - name: live
+    uri: http://lc.example/live-center/feed/
+    prefix: true
+relay:
+  heartbeat: 5s
+  ring_events: 500
+`
+	cfg, err := ParseConfig([]byte(src), env(map[string]string{"CS_USER": "proxy"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Backends[0]
+	if b.Credentials.Username != "proxy" || b.Credentials.Password != "secret" || b.Headers["Host"] != "cs.example" {
+		t.Fatalf("backend 0: %+v %+v", b, b.Credentials)
+	}
+	if cfg.Backends[1].Mount != "/live-center/feed/" || !cfg.Backends[1].Prefix {
+		t.Fatalf("backend 1 mount %q defaults to the uri's path", cfg.Backends[1].Mount)
+	}
+	rc, err := cfg.RelayConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Heartbeat != 5*time.Second || rc.RingEvents != 500 || rc.Linger == 0 {
+		t.Fatalf("relay config %+v", rc)
+	}
+}
+
+func TestBadConfigNamesTheKey(t *testing.T) {
+	tests := []struct {
+		name, src, key string
+	}{
+		{"unknown top-level key", "listn: 1.2.3.4:5\n", "listn"},
+		{"unknown nested key", "admin: {lissen: x}\n", "yaml"},
+		{"bad listen", "listen: nowhere\n", "listen"},
+		{"bad duration", "relay: {heartbeat: soon}\n", "yaml"},
+		{"unset variable", "backends:\n  - name: a\n    uri: ${NOPE}\n", "line 3"},
+		{"bad uri", "backends:\n  - {name: a, uri: ftp://x/y}\n", "backends[0].uri"},
+		{"credentials in uri", "backends:\n  - {name: a, uri: 'http://u:p@x/y'}\n", "backends[0].uri"},
+		{"duplicate name", "backends:\n  - {name: a, uri: http://x/y}\n  - {name: a, uri: http://x/z}\n", "backends[1].name"},
+		{"duplicate mount", "backends:\n  - {name: a, uri: http://x/y}\n  - {name: b, uri: http://z/y}\n", "backends[1].mount"},
+		{"relative mount", "backends:\n  - {name: a, uri: http://x/y, mount: y}\n", "backends[0].mount"},
+		{"reserved header", "backends:\n  - {name: a, uri: http://x/y, headers: {Last-Event-ID: '1'}}\n", "backends[0].headers.Last-Event-ID"},
+		{"bad name", "backends:\n  - {name: 'a b', uri: http://x/y}\n", "backends[0].name"},
+		{"negative tier", "mesh: {tier: -1}\n", "mesh.tier"},
+		{"zero clients", "limits: {max_clients: -3}\n", "limits.max_clients"},
+		{"bad log level", "log: {level: loud}\n", "log.level"},
+		{"bad cors origin", "cors: {allowed_origins: [news.example]}\n", "cors.allowed_origins[0]"},
+		{"tiny event limit", "relay: {max_event_bytes: 10}\n", "relay.max_event_bytes"},
+		{"backoff inverted", "relay: {backoff_min: 5s, backoff_max: 1s}\n", "relay.backoff.max"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.src), env(nil))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a ConfigError", err)
+			}
+			if ce.Key != tc.key || ce.Reason == "" {
+				t.Fatalf("error %q names key %q, want %q", err, ce.Key, tc.key)
+			}
+		})
+	}
+}
+
+func TestInterpolate(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"a: ${X}", "a: x"},
+		{"a: ${Y:-dflt}", "a: dflt"},
+		{"a: ${E:-dflt}", "a: dflt"}, // set but empty takes the default, as in sh
+		{"a: $${X}", "a: ${X}"},
+		{"a: $X", "a: $X"},
+	}
+	for _, tc := range tests {
+		got, err := Interpolate([]byte(tc.in), env(map[string]string{"X": "x", "E": ""}))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("Interpolate(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	_, err := Interpolate([]byte("a: 1\nb: ${MISSING}\n"), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "MISSING") {
+		t.Fatalf("missing variable error %v should name line 2 and the variable", err)
+	}
+}
