@@ -90,6 +90,9 @@ type BackendSpec struct {
 	Prefix      bool              `yaml:"prefix"` // every path below mount is its own stream
 	Headers     map[string]string `yaml:"headers"`
 	Credentials *Credentials      `yaml:"credentials"`
+	// DC is the back end's data centre, so the stream's owner is a root
+	// near it; back ends found in Consul carry theirs.
+	DC string `yaml:"dc"`
 }
 
 // Credentials are the node's own login upstream (HTTP Basic).
@@ -104,7 +107,18 @@ type MeshConfig struct {
 	Tier   int          `yaml:"tier"`
 	Gossip GossipConfig `yaml:"gossip"`
 	Consul ConsulConfig `yaml:"consul"`
+	// Settle coalesces membership flaps before streams are re-parented.
+	Settle Duration `yaml:"settle"`
+	// AvoidFor is how long a parent that failed or refused (508) is
+	// skipped for.
+	AvoidFor Duration `yaml:"avoid_for"`
+	// Handoff bounds how long shutdown waits for child nodes to re-parent
+	// before it closes the remaining clients.
+	Handoff Duration `yaml:"handoff"`
 }
+
+// Enabled reports whether the node joins a mesh at all.
+func (m MeshConfig) Enabled() bool { return m.Gossip.Bind != "" || m.Consul.Address != "" }
 
 // GossipConfig is the memberlist side of the mesh.
 type GossipConfig struct {
@@ -112,6 +126,8 @@ type GossipConfig struct {
 	Advertise string   `yaml:"advertise"`
 	Seeds     []string `yaml:"seeds"`
 	Key       string   `yaml:"key"`
+	// Fast uses loopback test timings: failures detected in about 3 s.
+	Fast bool `yaml:"fast"`
 }
 
 // ConsulConfig is the Consul side of the mesh.
@@ -150,6 +166,11 @@ func DefaultConfig() Config {
 		Log:    LogConfig{Level: "info", Format: "text"},
 		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5},
 		Drain:  Duration(10 * time.Second),
+		Mesh: MeshConfig{
+			Settle:   Duration(200 * time.Millisecond),
+			AvoidFor: Duration(30 * time.Second),
+			Handoff:  Duration(10 * time.Second),
+		},
 	}
 }
 
@@ -285,6 +306,10 @@ func (c *Config) Validate() error {
 			return &ConfigError{Key: key + ".name", Reason: fmt.Sprintf("duplicate back end %q", b.Name)}
 		}
 		names[b.Name] = true
+		if b.URI == "" && c.Mesh.Consul.Address != "" {
+			// Found in Consul: this entry only adds headers and credentials.
+			continue
+		}
 		u, err := url.Parse(b.URI)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return &ConfigError{Key: key + ".uri", Reason: fmt.Sprintf("want an absolute http or https URL, got %q", b.URI)}

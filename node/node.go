@@ -18,7 +18,9 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
+	"github.com/ssemesh/ssemesh/topology"
 )
 
 // Node is one running ssemesh node.
@@ -27,7 +29,15 @@ type Node struct {
 	log   logrus.FieldLogger
 	relay *relay.Relay
 
-	mounts []*mount
+	mounts   atomic.Pointer[[]*mount]
+	routesMu sync.Mutex
+	routes   map[string]*route
+
+	mesh    *mesh.Mesh
+	plan    atomic.Pointer[topology.Plan]
+	avoidMu sync.Mutex
+	avoid   map[string]time.Time
+	stop    chan struct{} // closed when shutdown begins
 
 	srv, adminSrv *http.Server
 	ln, adminLn   net.Listener
@@ -65,15 +75,27 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log.WithField("component", "node"), relay: r}
+	n := &Node{
+		cfg:    cfg,
+		log:    log.WithField("component", "node"),
+		relay:  r,
+		routes: make(map[string]*route),
+		avoid:  make(map[string]time.Time),
+		stop:   make(chan struct{}),
+	}
+	var ms []*mount
 	for _, b := range cfg.Backends {
+		if b.URI == "" {
+			continue // credentials for a back end Consul will announce
+		}
 		m, err := newMount(b)
 		if err != nil {
 			r.Close()
 			return nil, err
 		}
-		n.mounts = append(n.mounts, m)
+		ms = append(ms, m)
 	}
+	n.setMounts(ms)
 	return n, nil
 }
 
@@ -164,8 +186,19 @@ func (n *Node) Start() error {
 		}
 		n.serve(n.adminSrv, n.adminLn, "admin")
 	}
+	if n.cfg.Mesh.Enabled() {
+		if err := n.startMesh(); err != nil {
+			_ = n.srv.Close()
+			if n.adminSrv != nil {
+				_ = n.adminSrv.Close()
+			}
+			n.wg.Wait()
+			n.relay.Close()
+			return err
+		}
+	}
 	n.ready.Store(true)
-	n.log.WithFields(logrus.Fields{"listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mounts)}).Info("node started")
+	n.log.WithFields(logrus.Fields{"listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mountList()), "mesh": n.cfg.Mesh.Enabled()}).Info("node started")
 	return nil
 }
 
@@ -186,6 +219,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
 		n.ready.Store(false)
+		close(n.stop)
+		if n.mesh != nil {
+			n.leaveMesh(ctx)
+		}
 		n.log.WithField("drain", n.cfg.Drain.D()).Info("shutting down: draining clients")
 		// Stop accepting first; Shutdown closes the listener at once and
 		// then waits for handlers, which the drain below ends.
@@ -204,6 +241,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		_ = n.srv.Close()
 		if n.adminSrv != nil {
 			_ = n.adminSrv.Close()
+		}
+		if n.mesh != nil {
+			_ = n.mesh.Shutdown()
 		}
 		n.wg.Wait()
 		n.log.Info("stopped")
@@ -233,17 +273,11 @@ func (w stdLogWriter) Write(p []byte) (int, error) {
 // clientRouter routes mounts; everything else is a JSON 404 (never an open proxy).
 func (n *Node) clientRouter() http.Handler {
 	r := mux.NewRouter()
-	// Longest mounts first so a nested mount wins over a prefix above it.
-	for _, m := range sortedMounts(n.mounts) {
-		h := n.streamHandler(m)
-		var route *mux.Route
-		if m.spec.Prefix {
-			route = r.PathPrefix(m.spec.Mount)
-		} else {
-			route = r.Path(m.spec.Mount)
-		}
-		route.Methods(http.MethodGet, http.MethodOptions).Handler(h)
-	}
+	// Mounts change at run time (back ends come and go in Consul), so one
+	// route matches against the current mount table.
+	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
+		return n.findMount(req.URL.EscapedPath()) != nil
+	}).Methods(http.MethodGet, http.MethodOptions).HandlerFunc(n.handleStream)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		n.renderError(w, req, n.notFound(req))
 	})

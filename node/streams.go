@@ -8,7 +8,6 @@ import (
 	"log"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -19,32 +18,44 @@ import (
 
 // mount is one back end as this node serves it.
 type mount struct {
-	spec   BackendSpec
-	base   *url.URL
-	header http.Header // extra upstream headers, Authorization included
-	label  string      // the back end's URL without credentials
+	spec      BackendSpec
+	instances []*url.URL  // upstream base URLs: the config's uri, or Consul's passing instances
+	header    http.Header // extra upstream headers, Authorization included
+	dc        string      // the back end's data centre, "" when unknown
 }
 
 func newMount(b BackendSpec) (*mount, error) {
-	u, err := url.Parse(b.URI)
-	if err != nil {
-		return nil, &ConfigError{Key: "backends." + b.Name + ".uri", Reason: err.Error()}
+	m := &mount{spec: b, header: http.Header{}, dc: b.DC}
+	if b.URI != "" {
+		u, err := url.Parse(b.URI)
+		if err != nil {
+			return nil, &ConfigError{Key: "backends." + b.Name + ".uri", Reason: err.Error()}
+		}
+		m.instances = []*url.URL{u}
 	}
-	h := http.Header{}
 	for k, v := range b.Headers {
-		h.Set(k, v)
+		m.header.Set(k, v)
 	}
 	if b.Credentials != nil {
 		tok := base64.StdEncoding.EncodeToString([]byte(b.Credentials.Username + ":" + b.Credentials.Password))
-		h.Set("Authorization", "Basic "+tok)
+		m.header.Set("Authorization", "Basic "+tok)
 	}
-	return &mount{spec: b, base: u, header: h, label: u.Redacted()}, nil
+	return m, nil
 }
 
-func sortedMounts(ms []*mount) []*mount {
-	out := append([]*mount(nil), ms...)
-	sort.SliceStable(out, func(i, j int) bool { return len(out[i].spec.Mount) > len(out[j].spec.Mount) })
-	return out
+// upstreamURL is the back end's URL for a client path and query on
+// instance i.
+func (m *mount) upstreamURL(i int, path, query string) (string, string) {
+	base := m.instances[i%len(m.instances)]
+	suffix := ""
+	if m.spec.Prefix {
+		suffix = strings.TrimPrefix(path, m.spec.Mount)
+	}
+	u := base.Scheme + "://" + base.Host + base.EscapedPath() + suffix
+	if q := joinQuery(base.RawQuery, query); q != "" {
+		u += "?" + q
+	}
+	return u, base.Redacted()
 }
 
 // httpError is a refusal rendered as JSON.
@@ -92,8 +103,9 @@ func (n *Node) renderError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (n *Node) notFound(r *http.Request) error {
-	ms := make([]any, 0, len(n.mounts))
-	for _, m := range n.mounts {
+	mounts := n.mountList()
+	ms := make([]any, 0, len(mounts))
+	for _, m := range mounts {
 		ms = append(ms, map[string]any{"name": m.spec.Name, "mount": m.spec.Mount, "prefix": m.spec.Prefix})
 	}
 	return &httpError{Status: http.StatusNotFound, Reason: fmt.Sprintf("no stream is mounted at %s", r.URL.Path), Mounts: ms}
@@ -122,27 +134,49 @@ func splitQuery(raw string) (rest string, lastEventID string, has bool) {
 	return strings.Join(kept, "&"), lastEventID, has
 }
 
-func (n *Node) streamHandler(m *mount) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.cors(w, r)
-		if r.Method == http.MethodOptions {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		if err := n.serveStream(w, r, m); err != nil {
-			n.renderError(w, r, err)
-		}
-	})
+// ViaHeader carries a stream's path through the mesh, child first, so a
+// node can refuse a request that would close a loop.
+const ViaHeader = "X-Ssemesh-Via"
+
+func (n *Node) handleStream(w http.ResponseWriter, r *http.Request) {
+	n.cors(w, r)
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err := n.serveStream(w, r); err != nil {
+		n.renderError(w, r, err)
+	}
 }
 
-func (n *Node) serveStream(w http.ResponseWriter, r *http.Request, m *mount) error {
-	path := r.URL.EscapedPath()
-	suffix := ""
-	if m.spec.Prefix {
-		suffix = strings.TrimPrefix(path, m.spec.Mount)
-		if !strings.HasSuffix(m.spec.Mount, "/") && suffix != "" && !strings.HasPrefix(suffix, "/") {
-			return n.notFound(r) // "/feeds" must not capture "/feedsX"
+// parseVia reads the ancestry header.
+func parseVia(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values(ViaHeader) {
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				out = append(out, id)
+			}
 		}
+	}
+	return out
+}
+
+func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
+	path := r.URL.EscapedPath()
+	m := n.findMount(path)
+	if m == nil {
+		return n.notFound(r)
+	}
+	via := parseVia(r.Header)
+	for _, id := range via {
+		if id == n.cfg.NodeID {
+			n.relay.Metrics().Refused("loop")
+			return &httpError{Status: http.StatusLoopDetected, Reason: fmt.Sprintf("loop: node %s is already on this stream's path (%s)", n.cfg.NodeID, strings.Join(via, " <- "))}
+		}
+	}
+	if len(m.instances) == 0 && n.mesh == nil {
+		return &httpError{Status: http.StatusServiceUnavailable, Reason: fmt.Sprintf("back end %s has no passing instance", m.spec.Name), RetryAfter: n.cfg.Limits.RetryAfter}
 	}
 	query, qid, hasQID := splitQuery(r.URL.RawQuery)
 	key := path
@@ -167,16 +201,13 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request, m *mount) err
 	n.waiting.Add(1)
 	defer n.waiting.Add(-1)
 
-	upstream := m.base.Scheme + "://" + m.base.Host + m.base.EscapedPath() + suffix
-	if q := joinQuery(m.base.RawQuery, query); q != "" {
-		upstream += "?" + q
-	}
-	target := relay.Target{URL: upstream, Header: m.header, Label: m.label}
+	rt := n.route(key, path, query, m.spec.Name, via)
 	return n.relay.Serve(w, r, relay.Request{
 		Key:            key,
-		Target:         func() (relay.Target, error) { return target, nil },
+		Target:         rt.target,
 		LastEventID:    lastID,
 		HasLastEventID: hasLastID,
+		Child:          len(via) > 0,
 	})
 }
 
@@ -220,3 +251,15 @@ func (n *Node) cors(w http.ResponseWriter, r *http.Request) {
 }
 
 func newStdLogger(l logrus.FieldLogger) *log.Logger { return log.New(stdLogWriter{l}, "", 0) }
+
+// matches reports whether a client path is served by m.
+func (m *mount) matches(path string) bool {
+	if !m.spec.Prefix {
+		return path == m.spec.Mount
+	}
+	if !strings.HasPrefix(path, m.spec.Mount) {
+		return false
+	}
+	rest := path[len(m.spec.Mount):]
+	return rest == "" || strings.HasSuffix(m.spec.Mount, "/") || strings.HasPrefix(rest, "/")
+}

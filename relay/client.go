@@ -21,6 +21,7 @@ import (
 type client struct {
 	s      *stream
 	remote string
+	child  bool // another mesh node
 
 	conn net.Conn        // hijacked connection; nil when served through rw
 	raw  syscall.RawConn // conn's descriptor, for non-blocking writes
@@ -129,6 +130,9 @@ func (c *client) finish(reason string) {
 		s.mu.Unlock()
 		s.unref()
 		s.r.clients.Add(-1)
+		if c.child {
+			s.r.children.Add(-1)
+		}
 		if reason != "" {
 			s.r.metrics.disconnect(reason)
 			if reason != ReasonWriteError {

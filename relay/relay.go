@@ -33,11 +33,27 @@ type Target struct {
 	Header http.Header // extra request headers (Host, Authorization, ancestry)
 	// Label names the upstream for logs and reports without credentials.
 	Label string
+	// Parent is the mesh node serving the stream; "" for a back end.
+	Parent string
+	// Fallback says the TargetFunc has other upstreams to offer (other
+	// parents, other back-end instances): a transport error or a 502, 503,
+	// 504 or 508 from this one is then retried elsewhere instead of being
+	// reported to waiting subscribers.
+	Fallback bool
+}
+
+// Attempt is the outcome of a failed connection, handed to the next call of
+// the TargetFunc so it can avoid what just failed.
+type Attempt struct {
+	Target Target
+	Status int // upstream HTTP status; 0 for a transport error
+	Reason string
 }
 
 // TargetFunc is asked for the upstream on every (re)connect, so the node can
-// re-point a stream (another back-end instance, another parent).
-type TargetFunc func() (Target, error)
+// re-point a stream (another back-end instance, another parent). prev is the
+// failed attempt that led to this call, nil otherwise.
+type TargetFunc func(prev *Attempt) (Target, error)
 
 // Relay owns every stream of a node.
 type Relay struct {
@@ -57,7 +73,8 @@ type Relay struct {
 	jobs    chan func() // fan-out work for the writer pool
 	workers int
 
-	clients atomic.Int64
+	clients  atomic.Int64
+	children atomic.Int64 // subscribers that are mesh nodes
 }
 
 // New builds a relay. Close must be called to release it.
@@ -98,6 +115,9 @@ func (r *Relay) Metrics() *Metrics { return r.metrics }
 
 // Clients is the number of subscribers attached now.
 func (r *Relay) Clients() int { return int(r.clients.Load()) }
+
+// ChildClients is the number of attached subscribers that are mesh nodes.
+func (r *Relay) ChildClients() int { return int(r.children.Load()) }
 
 // Streams is the number of streams open now.
 func (r *Relay) Streams() int {

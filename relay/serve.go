@@ -19,6 +19,9 @@ type Request struct {
 	Target         TargetFunc // where to connect when the stream opens or reconnects
 	LastEventID    string     // the subscriber's resume point
 	HasLastEventID bool
+	// Child marks a subscriber that is another mesh node, so shutdown can
+	// wait for children to re-parent before it closes the rest.
+	Child bool
 }
 
 // Serve attaches the subscriber to its stream and streams to it. Headers the
@@ -56,7 +59,7 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		s.unref()
 		return &Error{Status: http.StatusServiceUnavailable, Reason: "stream is closing", RetryAfter: 1}
 	}
-	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1}
+	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child}
 	catchUp := false
 	if sr.HasLastEventID && !(s.hasLastID && s.lastID == sr.LastEventID) {
 		if seq, ok := s.ring.after(sr.LastEventID); ok {
@@ -75,6 +78,9 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 	s.slow[c] = struct{}{}
 	s.mu.Unlock()
 	r.clients.Add(1)
+	if c.child {
+		r.children.Add(1)
+	}
 	r.metrics.ClientsTotal.Add(1)
 
 	head := buildHead(w.Header())
@@ -185,7 +191,7 @@ func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, 
 	if seq, ok := inRing(); ok {
 		return nil, seq, ""
 	}
-	t, err := s.target()
+	t, err := s.target(nil)
 	if err != nil {
 		return nil, 0, fmt.Sprintf("no upstream: %v", err)
 	}

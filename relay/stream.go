@@ -63,6 +63,9 @@ type stream struct {
 	lastErr    string
 	reconnects uint64
 	eventsIn   uint64
+	// eventsAtLastID is eventsIn when the block that set lastID arrived: a
+	// resumed upstream replays everything after that block.
+	eventsAtLastID uint64
 	opened     time.Time
 }
 
@@ -229,14 +232,15 @@ func (s *stream) fail(e *Error, ended bool) (final bool) {
 func (s *stream) publish(ev sse.Event, now time.Time) {
 	wire := sse.AppendEvent(make([]byte, 0, len(ev.Data)+len(ev.ID)+len(ev.Type)+32), ev)
 	s.mu.Lock()
-	if ev.HasID {
-		s.lastID, s.hasLastID = ev.ID, true
-	}
 	if ev.Retry >= 0 {
 		s.retry = ev.Retry
 	}
-	s.ring.push(s.lastID, ev.HasID, wire, now)
 	s.eventsIn++
+	if ev.HasID {
+		s.lastID, s.hasLastID = ev.ID, true
+		s.eventsAtLastID = s.eventsIn
+	}
+	s.ring.push(s.lastID, ev.HasID, wire, now)
 	s.wakeLocked()
 	s.mu.Unlock()
 	s.r.metrics.EventsIn.Add(1)

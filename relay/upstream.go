@@ -185,13 +185,16 @@ func drainClose(resp *http.Response) {
 }
 
 // runUpstream keeps the stream's upstream subscription alive until the stream
-// closes: connect, read, reconnect with backoff and Last-Event-ID.
+// closes: connect, read, reconnect with backoff and Last-Event-ID, and switch
+// targets make-before-break when asked to.
 func (s *stream) runUpstream() {
 	cfg := &s.r.cfg
 	attempt := 0
 	failures := 0
+	var prev *Attempt
 	for s.ctx.Err() == nil {
-		t, err := s.target()
+		t, err := s.target(prev)
+		prev = nil
 		if err != nil {
 			if s.fail(&Error{Status: http.StatusBadGateway, Reason: fmt.Sprintf("no upstream: %v", err)}, false) {
 				return
@@ -207,7 +210,11 @@ func (s *stream) runUpstream() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			if s.fail(refusal, ended) {
+			prev = &Attempt{Target: t, Status: refusal.Upstream, Reason: refusal.Reason}
+			// A refusal from one of several upstreams is not the stream's
+			// answer: try the next one.
+			hidden := t.Fallback && !ended && fallbackStatus(refusal.Upstream)
+			if !hidden && s.fail(refusal, ended) {
 				if ended {
 					s.log.WithField("upstream", t.Label).Info("upstream ended the stream (204): subscribers closed")
 				} else {
@@ -220,18 +227,29 @@ func (s *stream) runUpstream() {
 			attempt++
 			continue
 		}
-		s.r.metrics.UpstreamConnects.Add(1)
-		s.setLive(t.Label)
-		if failures > 0 {
-			s.log.WithField("upstream", t.Label).WithField("failures", failures).Info("upstream reconnected")
-			failures = 0
+		skip := 0
+		for resp != nil {
+			s.r.metrics.UpstreamConnects.Add(1)
+			s.setLive(t.Label)
+			if failures > 0 {
+				s.log.WithField("upstream", t.Label).WithField("failures", failures).Info("upstream reconnected")
+				failures = 0
+			}
+			var sw *switchover
+			var got int
+			got, err, sw = s.readSwitchable(resp, t, skip)
+			if got > 0 {
+				attempt = 0 // a stream that delivered is healthy again
+			}
+			resp = nil
+			if sw != nil {
+				s.r.metrics.Reparents.Add(1)
+				s.log.WithFields(logrus.Fields{"from": t.Label, "to": sw.target.Label, "skip": sw.skip}).Info("upstream switched make-before-break")
+				t, resp, skip = sw.target, sw.resp, sw.skip
+			}
 		}
-		got, err := s.read(resp)
 		if s.ctx.Err() != nil {
 			return
-		}
-		if got > 0 {
-			attempt = 0 // a stream that delivered is healthy again
 		}
 		s.mu.Lock()
 		s.reconnects++
@@ -240,9 +258,84 @@ func (s *stream) runUpstream() {
 		if err != nil {
 			reason = err.Error()
 		}
+		prev = &Attempt{Target: t, Reason: reason}
 		s.noteFailure(&failures, reason)
 		s.sleep(s.retryFloor(backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
 		attempt++
+	}
+}
+
+// fallbackStatus: answers that say "this upstream cannot serve now" rather
+// than "the stream is so": transport errors (0), gateway errors and loops.
+func fallbackStatus(status int) bool {
+	switch status {
+	case 0, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusLoopDetected:
+		return true
+	}
+	return false
+}
+
+// switchover is a new upstream connection opened while the old one was
+// still delivering; skip is how many of its first blocks the old one
+// already delivered.
+type switchover struct {
+	target Target
+	resp   *http.Response
+	skip   int
+	base   uint64 // eventsIn at the resume point
+	resume bool   // the new connection resumed from an id
+}
+
+// readSwitchable reads resp like read, while watching for a retarget
+// request. On one it opens the new target resumed from the last id, and only
+// once that answered closes the old connection (make-before-break). Blocks
+// the old connection delivered after the resume point are skipped on the new
+// one, so subscribers see neither a gap nor a duplicate.
+func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int, error, *switchover) {
+	wctx, wcancel := context.WithCancel(s.ctx)
+	result := make(chan *switchover, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-s.retarget:
+			}
+			nt, err := s.target(nil)
+			if err != nil || nt.URL == cur.URL {
+				continue
+			}
+			s.mu.Lock()
+			lastID, hasLastID, base := s.lastID, s.hasLastID, s.eventsAtLastID
+			s.mu.Unlock()
+			nresp, refusal, _ := s.connect(wctx, nt, lastID, hasLastID)
+			if refusal != nil {
+				if wctx.Err() == nil {
+					s.log.WithField("to", nt.Label).WithField("reason", refusal.Reason).Warn("new upstream refused: staying on the current one")
+				}
+				continue
+			}
+			// skip is resolved once the old connection has stopped.
+			result <- &switchover{target: nt, resp: nresp, base: base, resume: hasLastID}
+			_ = resp.Body.Close() // break: the read below returns
+			return
+		}
+	}()
+	got, err := s.read(resp, skip)
+	wcancel()
+	<-done
+	select {
+	case sw := <-result:
+		if sw.resume {
+			s.mu.Lock()
+			sw.skip = int(s.eventsIn - sw.base)
+			s.mu.Unlock()
+		}
+		return got, nil, sw
+	default:
+		return got, err, nil
 	}
 }
 
@@ -284,9 +377,9 @@ var (
 	errTooLarge = errors.New("upstream event exceeds max_event_bytes")
 )
 
-// read consumes one upstream response until it ends, publishing every block.
-// It returns how many blocks arrived.
-func (s *stream) read(resp *http.Response) (int, error) {
+// read consumes one upstream response until it ends, publishing every block
+// but the first skip ones. It returns how many blocks arrived.
+func (s *stream) read(resp *http.Response, skip int) (int, error) {
 	defer resp.Body.Close()
 	cfg := &s.r.cfg
 	// The idle timer cancels the body read: any bytes, comments included,
@@ -302,8 +395,12 @@ func (s *stream) read(resp *http.Response) (int, error) {
 	buf := make([]byte, 64<<10)
 	got := 0
 	emit := func(ev sse.Event) {
-		s.publish(ev, time.Now())
 		got++
+		if skip > 0 {
+			skip--
+			return
+		}
+		s.publish(ev, time.Now())
 	}
 	for {
 		n, err := resp.Body.Read(buf)

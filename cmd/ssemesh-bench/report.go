@@ -1,0 +1,145 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+)
+
+// Report is the outcome of one load run; its JSON form is the --json output.
+type Report struct {
+	URL           string    `json:"url"`
+	Clients       int       `json:"clients"`
+	Procs         int       `json:"procs"`
+	Sources       []string  `json:"sources"`
+	WindowStart   time.Time `json:"window_start"`
+	WindowEnd     time.Time `json:"window_end"`
+	WindowSeconds float64   `json:"window_seconds"`
+
+	Connected    int            `json:"connected"`
+	Failed       int            `json:"failed"`
+	FailReasons  map[string]int `json:"fail_reasons"`
+	LateConnects int            `json:"late_connects"` // first connected after the window began
+	Drops        map[string]int `json:"drops"`         // why connected sessions ended early
+	Reconnects   int            `json:"reconnects"`
+
+	// The in-window sequence range seen by any client; every connected
+	// client is expected to receive all of it.
+	SeqFirst        int64   `json:"seq_first"`
+	SeqLast         int64   `json:"seq_last"`
+	EventsPerClient int64   `json:"events_per_client"`
+	Expected        int64   `json:"expected"`
+	Delivered       int64   `json:"delivered"`
+	Lost            int64   `json:"lost"`
+	Duplicated      int64   `json:"duplicated"`
+	Unparsed        int64   `json:"unparsed"`
+	DeliveriesPerS  float64 `json:"deliveries_per_second"`
+	Latency         Latency `json:"latency"`
+
+	Node      *NodeReport `json:"node,omitempty"`
+	NodeError string      `json:"node_error,omitempty"`
+
+	LoadCPUSeconds      float64 `json:"load_cpu_seconds"`       // during the window
+	LoadCPUTotalSeconds float64 `json:"load_cpu_total_seconds"` // whole run
+	LoadCPUPerMillion   float64 `json:"load_cpu_seconds_per_million"`
+
+	Interrupted bool `json:"interrupted"`
+}
+
+// Latency summarises delivery latency (receive time minus send time) in
+// milliseconds.
+type Latency struct {
+	Count  uint64  `json:"count"`
+	MeanMs float64 `json:"mean_ms"`
+	P50Ms  float64 `json:"p50_ms"`
+	P90Ms  float64 `json:"p90_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+	P999Ms float64 `json:"p999_ms"`
+	MaxMs  float64 `json:"max_ms"`
+}
+
+// NodeReport is the node's cost, read from /proc.
+type NodeReport struct {
+	PID                  int     `json:"pid"`
+	RSSBeforeKB          int64   `json:"rss_before_kb"` // before any client
+	RSSStartKB           int64   `json:"rss_start_kb"`  // all clients connected, window start
+	RSSEndKB             int64   `json:"rss_end_kb"`    // window end
+	RSSPerClientKB       float64 `json:"rss_per_client_kb"`
+	CPUSeconds           float64 `json:"cpu_seconds"` // during the window
+	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
+}
+
+// fill derives the delivery figures from the merged worker results.
+//
+// Every connected client should receive every event sent in the window. The
+// window's sequence range is the lowest to highest in-window seq any client
+// saw; the back end numbers events without gaps, so a client's loss is that
+// range's length minus the distinct seqs it received. Events at the edges of
+// the window that no client at all received are not counted.
+func (r *Report) fill(m *workerResult, interrupted bool) {
+	r.Connected, r.Failed, r.FailReasons = m.Connected, m.Failed, m.FailReasons
+	r.LateConnects, r.Drops, r.Reconnects = m.Late, m.Drops, m.Reconnects
+	r.SeqFirst, r.SeqLast = m.MinSeq, m.MaxSeq
+	if m.MaxSeq > 0 {
+		r.EventsPerClient = m.MaxSeq - m.MinSeq + 1
+	}
+	r.Expected = r.EventsPerClient * int64(m.Connected)
+	r.Delivered = m.Distinct
+	r.Lost = r.Expected - r.Delivered
+	r.Duplicated = m.Dups
+	r.Unparsed = m.Unparsed
+	if r.WindowSeconds > 0 {
+		r.DeliveriesPerS = float64(r.Delivered) / r.WindowSeconds
+	}
+	h := m.Latency
+	ms := func(ns int64) float64 { return float64(ns) / 1e6 }
+	r.Latency = Latency{
+		Count: h.Count(), MeanMs: h.Mean() / 1e6,
+		P50Ms: ms(h.Quantile(0.5)), P90Ms: ms(h.Quantile(0.9)), P99Ms: ms(h.Quantile(0.99)),
+		P999Ms: ms(h.Quantile(0.999)), MaxMs: ms(h.Max()),
+	}
+	r.Interrupted = interrupted
+}
+
+func (r *Report) writeText(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("ssemesh-bench load %s", r.URL)
+	if r.Interrupted {
+		p("  INTERRUPTED: partial results")
+	}
+	p("  clients     %d over %d process(es) and %d source address(es); window %.1fs from %s",
+		r.Clients, r.Procs, len(r.Sources), r.WindowSeconds, r.WindowStart.Format("15:04:05.000"))
+	p("  connected   %d (late %d), failed %d", r.Connected, r.LateConnects, r.Failed)
+	if len(r.FailReasons) > 0 {
+		p("  failures    %s", fmtReasons(r.FailReasons))
+	}
+	if len(r.Drops) > 0 || r.Reconnects > 0 {
+		p("  drops       %s; reconnects %d", fmtReasons(r.Drops), r.Reconnects)
+	}
+	p("  events      seq %d..%d (%d per client); delivered %d of %d expected (%.0f/s)",
+		r.SeqFirst, r.SeqLast, r.EventsPerClient, r.Delivered, r.Expected, r.DeliveriesPerS)
+	lostPct := 0.0
+	if r.Expected > 0 {
+		lostPct = 100 * float64(r.Lost) / float64(r.Expected)
+	}
+	p("  lost        %d (%.4f%%), duplicated %d", r.Lost, lostPct, r.Duplicated)
+	if r.Unparsed > 0 {
+		p("  unparsed    %d events without a bench payload", r.Unparsed)
+	}
+	l := r.Latency
+	p("  latency     p50 %.2fms  p90 %.2fms  p99 %.2fms  p99.9 %.2fms  max %.2fms  (mean %.2fms, %d samples)",
+		l.P50Ms, l.P90Ms, l.P99Ms, l.P999Ms, l.MaxMs, l.MeanMs, l.Count)
+	if n := r.Node; n != nil {
+		p("  node RSS    pid %d: %.1f MiB before clients, %.1f MiB at window start, %.1f MiB at end; %.1f KiB per client",
+			n.PID, kib2mib(n.RSSBeforeKB), kib2mib(n.RSSStartKB), kib2mib(n.RSSEndKB), n.RSSPerClientKB)
+		p("  node CPU    %.2fs in window (%.0f%% of a core); %.3fs per million deliveries",
+			n.CPUSeconds, 100*n.CPUSeconds/max(r.WindowSeconds, 1e-9), n.CPUSecondsPerMillion)
+	}
+	if r.NodeError != "" {
+		p("  node        %s", r.NodeError)
+	}
+	p("  load CPU    %.2fs in window (%.2fs whole run); %.3fs per million deliveries",
+		r.LoadCPUSeconds, r.LoadCPUTotalSeconds, r.LoadCPUPerMillion)
+}
+
+func kib2mib(kb int64) float64 { return float64(kb) / 1024 }

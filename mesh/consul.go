@@ -1,0 +1,596 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Service meta keys read from back-end registrations.
+const (
+	MetaPath   = "ssemesh-path"   // upstream path on the instance's address
+	MetaMount  = "ssemesh-mount"  // client-facing path; default the path
+	MetaPrefix = "ssemesh-prefix" // "true": mount every path below Mount
+	MetaScheme = "ssemesh-scheme" // "http" (default) or "https"
+)
+
+// Service meta keys of a node's own registration.
+const (
+	NodeMetaDC       = "dc"
+	NodeMetaTier     = "tier"
+	NodeMetaGossip   = "gossip"
+	NodeMetaAdmin    = "admin"
+	NodeMetaClient   = "client"
+	NodeMetaCapacity = "capacity"
+)
+
+// shortCallTimeout bounds Consul calls that are not blocking queries, in
+// case an agent accepts connections but never answers.
+const shortCallTimeout = 10 * time.Second
+
+// consulState is what Consul told this node, guarded by Mesh.mu.
+type consulState struct {
+	backends  map[string]Backend
+	remote    map[string][]Member // other data centres' nodes, by DC
+	errs      map[string]error    // current error of each query source
+	contacted bool                // a query has succeeded at least once
+	down      bool                // an outage is in progress (it was logged)
+}
+
+func newConsulState() consulState {
+	return consulState{
+		backends: make(map[string]Backend),
+		remote:   make(map[string][]Member),
+		errs:     make(map[string]error),
+	}
+}
+
+// status reports health for the view: the error of the alphabetically
+// first failing source keeps ConsulError stable while an outage lasts.
+func (s *consulState) status() (bool, string) {
+	if len(s.errs) == 0 {
+		return s.contacted, ""
+	}
+	keys := make([]string, 0, len(s.errs))
+	for k := range s.errs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return false, s.errs[keys[0]].Error()
+}
+
+func newConsulClients(cc ConsulConfig) (watch, short *api.Client, err error) {
+	watch, err = api.NewClient(&api.Config{Address: cc.Address, Scheme: "http", Token: cc.Token, Datacenter: cc.Datacenter})
+	if err != nil {
+		return nil, nil, fmt.Errorf("mesh: consul client for %s: %w", cc.Address, err)
+	}
+	hc, err := api.NewHttpClient(http.DefaultTransport.(*http.Transport).Clone(), api.TLSConfig{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("mesh: consul http client: %w", err)
+	}
+	hc.Timeout = shortCallTimeout
+	short, err = api.NewClient(&api.Config{Address: cc.Address, Scheme: "http", Token: cc.Token, Datacenter: cc.Datacenter, HttpClient: hc})
+	if err != nil {
+		return nil, nil, fmt.Errorf("mesh: consul client for %s: %w", cc.Address, err)
+	}
+	return watch, short, nil
+}
+
+// consulResult records the outcome of one query of source. An outage is
+// logged once when it starts, with its cause, and once when it ends. The
+// result is dropped when ctx has ended, so a stopped watch cannot leave an
+// error (or a success) behind.
+func (m *Mesh) consulResult(ctx context.Context, source string, err error) {
+	m.mu.Lock()
+	if ctx.Err() != nil {
+		m.mu.Unlock()
+		return
+	}
+	okBefore, msgBefore := m.cs.status()
+	if err != nil {
+		m.cs.errs[source] = err
+	} else {
+		delete(m.cs.errs, source)
+		m.cs.contacted = true
+	}
+	okAfter, msgAfter := m.cs.status()
+	startOutage := err != nil && !m.cs.down
+	if startOutage {
+		m.cs.down = true
+	}
+	endOutage := m.endOutageLocked()
+	m.mu.Unlock()
+	switch {
+	case startOutage:
+		m.log.WithError(err).WithField("source", source).Warn("mesh: consul unreachable; keeping the last known back ends and peers, retrying")
+	case endOutage:
+		m.log.Info("mesh: consul reachable again")
+	case err != nil:
+		m.log.WithError(err).WithField("source", source).Debug("mesh: consul query failed")
+	}
+	if okBefore != okAfter || msgBefore != msgAfter {
+		m.markDirty()
+	}
+}
+
+// clearSource forgets a source's error when its watch is stopped for good.
+func (m *Mesh) clearSource(source string) {
+	m.mu.Lock()
+	_, had := m.cs.errs[source]
+	delete(m.cs.errs, source)
+	ended := m.endOutageLocked()
+	m.mu.Unlock()
+	if ended {
+		m.log.Info("mesh: consul reachable again")
+	}
+	if had {
+		m.markDirty()
+	}
+}
+
+// endOutageLocked closes an outage once no source has an error left; the
+// caller logs the recovery when it returns true. m.mu must be held.
+func (m *Mesh) endOutageLocked() bool {
+	if len(m.cs.errs) == 0 && m.cs.down {
+		m.cs.down = false
+		return true
+	}
+	return false
+}
+
+// nextIndex applies Consul's rules for blocking-query indexes: an index
+// that goes backwards (a restarted agent, a snapshot restore) restarts the
+// watch from 0, and an index of 0 is never sent back, as it would not block.
+func nextIndex(prev, last uint64) uint64 {
+	switch {
+	case last < prev:
+		return 0
+	case last == 0:
+		return 1
+	}
+	return last
+}
+
+// limiter spaces the queries of one watch by at least min.
+type limiter struct {
+	min  time.Duration
+	last time.Time
+}
+
+func (l *limiter) wait(ctx context.Context) bool {
+	ok := sleepCtx(ctx, time.Until(l.last.Add(l.min)))
+	l.last = time.Now()
+	return ok
+}
+
+// watchServices follows the catalog's service list and runs one health
+// watch per back end carrying the tag.
+func (m *Mesh) watchServices(ctx context.Context) {
+	const source = "catalog services"
+	cc := m.cfg.Consul
+	watches := make(map[string]context.CancelFunc)
+	defer func() {
+		for _, cancel := range watches {
+			cancel()
+		}
+	}()
+	lim := limiter{min: cc.MinQueryInterval}
+	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	var idx uint64
+	for lim.wait(ctx) {
+		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.WaitTime, Datacenter: cc.Datacenter}).WithContext(ctx)
+		services, meta, err := m.consul.Catalog().Services(q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.consulResult(ctx, source, fmt.Errorf("mesh: consul watch of services: %w", err))
+			// The agent may have lost its state while unreachable; start
+			// over rather than block on an index it no longer has.
+			idx = 0
+			if !sleepCtx(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		m.consulResult(ctx, source, nil)
+		bo.reset()
+		idx = nextIndex(idx, meta.LastIndex)
+
+		wanted := make(map[string]bool)
+		for name, tags := range services {
+			if name != cc.Service && slices.Contains(tags, cc.Tag) {
+				wanted[name] = true
+			}
+		}
+		for name, cancel := range watches {
+			if wanted[name] {
+				continue
+			}
+			cancel()
+			delete(watches, name)
+			m.mu.Lock()
+			delete(m.cs.backends, name)
+			m.mu.Unlock()
+			m.clearSource(backendSource(name))
+			m.markDirty()
+		}
+		for name := range wanted {
+			if _, ok := watches[name]; ok {
+				continue
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			if !m.main.Go(func(context.Context) { m.watchBackend(wctx, name) }) {
+				cancel()
+				return
+			}
+			watches[name] = cancel
+		}
+	}
+}
+
+func backendSource(name string) string { return "backend " + name }
+
+// watchBackend follows the passing instances of one back end until ctx ends.
+func (m *Mesh) watchBackend(ctx context.Context, name string) {
+	cc := m.cfg.Consul
+	source := backendSource(name)
+	lim := limiter{min: cc.MinQueryInterval}
+	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	var idx uint64
+	for lim.wait(ctx) {
+		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.WaitTime, Datacenter: cc.Datacenter}).WithContext(ctx)
+		entries, meta, err := m.consul.Health().Service(name, cc.Tag, true, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.consulResult(ctx, source, fmt.Errorf("mesh: consul watch %q: %w", name, err))
+			idx = 0
+			if !sleepCtx(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		m.consulResult(ctx, source, nil)
+		bo.reset()
+		idx = nextIndex(idx, meta.LastIndex)
+
+		m.mu.Lock()
+		if ctx.Err() != nil {
+			m.mu.Unlock()
+			return
+		}
+		prev, known := m.cs.backends[name]
+		b, ok := m.backendFrom(name, entries, prev, known)
+		changed := false
+		if ok && !reflect.DeepEqual(prev, b) {
+			m.cs.backends[name] = b
+			changed = true
+		}
+		m.mu.Unlock()
+		if changed {
+			m.markDirty()
+		}
+	}
+}
+
+// backendFrom turns health entries into a Backend. The mount and options
+// come from the instance with the smallest ID, so every node derives the
+// same ones; with no passing instance the last known mount is kept, and a
+// back end never seen passing is left out (its mount is unknown).
+func (m *Mesh) backendFrom(name string, entries []*api.ServiceEntry, prev Backend, known bool) (Backend, bool) {
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Service.ID < entries[j].Service.ID })
+	b := Backend{Name: name, DC: m.cfg.Consul.Datacenter, Instances: []Instance{}}
+	first := true
+	for _, e := range entries {
+		in, mount, prefix, err := instanceFrom(e)
+		if err != nil {
+			m.log.WithError(err).WithField("backend", name).Warn("mesh: skipping a back-end instance")
+			continue
+		}
+		if first {
+			b.Mount, b.Prefix = mount, prefix
+			first = false
+		} else if mount != b.Mount || prefix != b.Prefix {
+			m.log.WithFields(map[string]any{"backend": name, "instance": in.ID}).Debug("mesh: back-end instance disagrees on the mount; using the first instance's")
+		}
+		b.Instances = append(b.Instances, in)
+	}
+	if first {
+		if !known {
+			return Backend{}, false
+		}
+		b.Mount, b.Prefix = prev.Mount, prev.Prefix
+	}
+	return b, true
+}
+
+func instanceFrom(e *api.ServiceEntry) (Instance, string, bool, error) {
+	s := e.Service
+	host := s.Address
+	if host == "" && e.Node != nil {
+		host = e.Node.Address
+	}
+	if host == "" || s.Port <= 0 {
+		return Instance{}, "", false, fmt.Errorf("mesh: instance %q has no address or port", s.ID)
+	}
+	scheme := s.Meta[MetaScheme]
+	switch scheme {
+	case "":
+		scheme = "http"
+	case "http", "https":
+	default:
+		return Instance{}, "", false, fmt.Errorf("mesh: instance %q: %s %q: want http or https", s.ID, MetaScheme, scheme)
+	}
+	path := cleanPath(s.Meta[MetaPath])
+	mount := path
+	if v := s.Meta[MetaMount]; v != "" {
+		mount = cleanPath(v)
+	}
+	prefix := strings.EqualFold(s.Meta[MetaPrefix], "true")
+	return Instance{ID: s.ID, Address: net.JoinHostPort(host, strconv.Itoa(s.Port)), Scheme: scheme, Path: path}, mount, prefix, nil
+}
+
+func cleanPath(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return p
+}
+
+// registerLoop keeps this node registered: it checks every PollInterval and
+// registers again when the registration is missing (an agent that
+// restarted, or one that was unreachable when the node started).
+func (m *Mesh) registerLoop(ctx context.Context) {
+	const source = "registration"
+	cc := m.cfg.Consul
+	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	for {
+		wait := cc.PollInterval
+		registered, err := m.ensureRegistered(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			m.consulResult(ctx, source, err)
+			wait = bo.next()
+		default:
+			m.consulResult(ctx, source, nil)
+			bo.reset()
+			if registered {
+				m.log.WithField("service", cc.Service).Info("mesh: registered in consul")
+			}
+		}
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+	}
+}
+
+// ensureRegistered registers this node unless the agent already has it;
+// it reports whether it registered.
+func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
+	cc := m.cfg.Consul
+	svc, _, err := m.consulShort.Agent().Service(m.cfg.NodeID, (&api.QueryOptions{}).WithContext(ctx))
+	if err == nil && svc != nil {
+		return false, nil
+	}
+	if err != nil && !isNotFound(err) {
+		return false, fmt.Errorf("mesh: consul: reading own registration: %w", err)
+	}
+	host, port, err := splitHostPort(m.cfg.ClientAddr)
+	if err != nil {
+		return false, fmt.Errorf("mesh.client_addr: %w", err)
+	}
+	reg := &api.AgentServiceRegistration{
+		ID:      m.cfg.NodeID,
+		Name:    cc.Service,
+		Address: host,
+		Port:    port,
+		Meta: map[string]string{
+			NodeMetaDC:       m.cfg.DC,
+			NodeMetaTier:     strconv.Itoa(m.cfg.Tier),
+			NodeMetaGossip:   m.LocalAddr(),
+			NodeMetaAdmin:    m.cfg.AdminAddr,
+			NodeMetaClient:   m.cfg.ClientAddr,
+			NodeMetaCapacity: strconv.Itoa(m.cfg.Capacity),
+		},
+		Check: &api.AgentServiceCheck{
+			CheckID:                        checkID(m.cfg.NodeID),
+			Name:                           "ssemesh readyz",
+			HTTP:                           "http://" + m.cfg.AdminAddr + "/readyz",
+			Interval:                       cc.CheckInterval.String(),
+			Timeout:                        min(cc.CheckInterval, 5*time.Second).String(),
+			DeregisterCriticalServiceAfter: cc.DeregisterAfter.String(),
+		},
+	}
+	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
+	if err := m.consulShort.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+		return false, fmt.Errorf("mesh: consul: registering %s as %q: %w", m.cfg.NodeID, cc.Service, err)
+	}
+	return true, nil
+}
+
+// checkID names this node's health check in Consul.
+func checkID(nodeID string) string { return "ssemesh-readyz-" + nodeID }
+
+func isNotFound(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
+}
+
+// deregisterLocked removes this node's registration; lifeMu must be held.
+func (m *Mesh) deregisterLocked(ctx context.Context) error {
+	if m.consul == nil || m.deregged {
+		return nil
+	}
+	err := m.consulShort.Agent().ServiceDeregisterOpts(m.cfg.NodeID, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("mesh: consul: deregistering %s: %w", m.cfg.NodeID, err)
+	}
+	m.deregged = true
+	return nil
+}
+
+// joinFromConsul joins the gossip addresses of this data centre's passing
+// nodes that are not live gossip peers yet. The query blocks for at most
+// PollInterval, so a failed join is retried that often.
+func (m *Mesh) joinFromConsul(ctx context.Context) {
+	const source = "peers"
+	cc := m.cfg.Consul
+	lim := limiter{min: cc.MinQueryInterval}
+	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	var idx uint64
+	for lim.wait(ctx) {
+		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.PollInterval, Datacenter: cc.Datacenter}).WithContext(ctx)
+		entries, meta, err := m.consul.Health().Service(cc.Service, "", true, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.consulResult(ctx, source, fmt.Errorf("mesh: consul watch of peers %q: %w", cc.Service, err))
+			idx = 0
+			if !sleepCtx(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		m.consulResult(ctx, source, nil)
+		bo.reset()
+		idx = nextIndex(idx, meta.LastIndex)
+
+		var addrs []string
+		m.mu.Lock()
+		for _, e := range entries {
+			id, addr := e.Service.ID, e.Service.Meta[NodeMetaGossip]
+			if id == m.cfg.NodeID || addr == "" {
+				continue
+			}
+			if p, ok := m.peers[id]; ok && p.departed.IsZero() {
+				continue
+			}
+			addrs = append(addrs, addr)
+		}
+		m.mu.Unlock()
+		if len(addrs) == 0 {
+			continue
+		}
+		n, err := m.ml.Join(addrs)
+		if err != nil {
+			m.log.WithError(err).WithField("joined", n).Debug("mesh: joining peers found in consul")
+		}
+	}
+}
+
+// watchOtherDCs polls the passing nodes of every other data centre; they
+// become members with Source "consul". A data centre that cannot be read
+// keeps its last known members.
+func (m *Mesh) watchOtherDCs(ctx context.Context) {
+	const source = "datacenters"
+	cc := m.cfg.Consul
+	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	for {
+		wait := cc.PollInterval
+		// Catalog().Datacenters takes no context; the raw query does, so
+		// Shutdown never waits on a hung agent.
+		var dcs []string
+		_, err := m.consulShort.Raw().Query("/v1/catalog/datacenters", &dcs, (&api.QueryOptions{}).WithContext(ctx))
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			m.consulResult(ctx, source, fmt.Errorf("mesh: consul: listing data centres: %w", err))
+			wait = bo.next()
+		default:
+			m.consulResult(ctx, source, nil)
+			bo.reset()
+			m.refreshDCs(ctx, dcs)
+		}
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+	}
+}
+
+func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
+	cc := m.cfg.Consul
+	fresh := make(map[string][]Member)
+	for _, dc := range dcs {
+		if dc == cc.Datacenter {
+			continue
+		}
+		q := (&api.QueryOptions{Datacenter: dc}).WithContext(ctx)
+		entries, _, err := m.consulShort.Health().Service(cc.Service, "", true, q)
+		if ctx.Err() != nil {
+			return
+		}
+		source := "datacenter " + dc
+		if err != nil {
+			m.consulResult(ctx, source, fmt.Errorf("mesh: consul: nodes of data centre %q: %w", dc, err))
+			m.mu.Lock()
+			fresh[dc] = m.cs.remote[dc]
+			m.mu.Unlock()
+			continue
+		}
+		m.consulResult(ctx, source, nil)
+		members := make([]Member, 0, len(entries))
+		for _, e := range entries {
+			members = append(members, remoteMember(dc, e))
+		}
+		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+		fresh[dc] = members
+	}
+	m.mu.Lock()
+	for dc := range m.cs.remote {
+		if _, ok := fresh[dc]; !ok {
+			delete(m.cs.errs, "datacenter "+dc)
+		}
+	}
+	changed := !reflect.DeepEqual(fresh, m.cs.remote)
+	m.cs.remote = fresh
+	ended := m.endOutageLocked()
+	m.mu.Unlock()
+	if ended {
+		m.log.Info("mesh: consul reachable again")
+	}
+	if changed {
+		m.markDirty()
+	}
+}
+
+func remoteMember(dc string, e *api.ServiceEntry) Member {
+	s := e.Service
+	meta := s.Meta
+	mem := Member{
+		ID:         s.ID,
+		DC:         meta[NodeMetaDC],
+		ClientAddr: meta[NodeMetaClient],
+		AdminAddr:  meta[NodeMetaAdmin],
+		State:      StateAlive,
+		Source:     SourceConsul,
+	}
+	if mem.DC == "" {
+		mem.DC = dc
+	}
+	if mem.ClientAddr == "" {
+		host := s.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		mem.ClientAddr = net.JoinHostPort(host, strconv.Itoa(s.Port))
+	}
+	mem.Tier, _ = strconv.Atoi(meta[NodeMetaTier])
+	mem.Capacity, _ = strconv.Atoi(meta[NodeMetaCapacity])
+	return mem
+}

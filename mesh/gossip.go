@@ -1,0 +1,310 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/sirupsen/logrus"
+)
+
+// gossipLabel is prefixed to every gossip packet, so an ssemesh node that
+// is pointed at another memberlist cluster (Consul's serf port, say) is
+// refused instead of merging with it.
+const gossipLabel = "ssemesh"
+
+// Fast timings: probes every 250 ms, suspicion of 0.75-2.25 s on a
+// three-node cluster (SuspicionMult x ProbeInterval, up to
+// SuspicionMaxTimeoutMult times that without confirmations). A member that
+// stops answering is suspect within about 0.5 s and dead within about 3 s.
+const (
+	fastProbeInterval  = 250 * time.Millisecond
+	fastProbeTimeout   = 200 * time.Millisecond
+	fastGossipInterval = 50 * time.Millisecond
+	fastPushPull       = 5 * time.Second
+	fastRejoin         = time.Second
+	rejoinInterval     = 10 * time.Second
+)
+
+func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
+	conf := memberlist.DefaultLANConfig()
+	conf.Name = m.cfg.NodeID
+	conf.Label = gossipLabel
+	host, port, err := splitHostPort(m.cfg.Gossip.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("mesh.gossip.bind: %w", err)
+	}
+	conf.BindAddr, conf.BindPort, conf.AdvertisePort = host, port, port
+	if m.cfg.Gossip.Advertise != "" {
+		host, port, err := splitHostPort(m.cfg.Gossip.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("mesh.gossip.advertise: %w", err)
+		}
+		conf.AdvertiseAddr, conf.AdvertisePort = host, port
+	}
+	// A node restarted with the same ID on another address (a rescheduled
+	// container) may take its name back once the old one is known dead.
+	conf.DeadNodeReclaimTime = 10 * time.Second
+	if m.cfg.Gossip.Fast {
+		conf.ProbeInterval = fastProbeInterval
+		conf.ProbeTimeout = fastProbeTimeout
+		conf.SuspicionMult = 3
+		conf.SuspicionMaxTimeoutMult = 3
+		conf.GossipInterval = fastGossipInterval
+		conf.GossipToTheDeadTime = 2 * time.Second
+		conf.PushPullInterval = fastPushPull
+		conf.TCPTimeout = time.Second
+		conf.DeadNodeReclaimTime = time.Second
+	}
+	if m.key != nil {
+		conf.SecretKey = m.key
+	}
+	d := &gossipDelegate{m: m}
+	conf.Delegate = d
+	conf.Events = d
+	conf.Ping = d
+	conf.Logger = log.New(&logWriter{log: m.log.WithField("subsystem", "memberlist"), onSuspect: m.onSuspect}, "", 0)
+	return conf, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", s, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: port: %w", s, err)
+	}
+	return h, port, nil
+}
+
+// gossipDelegate adapts memberlist's callbacks. memberlist calls the event
+// methods with its node lock held, so they only copy and signal.
+type gossipDelegate struct{ m *Mesh }
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	m := d.m
+	m.mu.Lock()
+	nm := m.cfg.metaFor(m.clients, m.streams, m.draining)
+	m.mu.Unlock()
+	b, err := encodeMeta(nm)
+	if err == nil && len(b) <= limit {
+		return b
+	}
+	// Validate rules this out; dropping the counters keeps the node
+	// reachable rather than letting memberlist panic.
+	m.log.WithField("limit", limit).Error("mesh: node metadata over the gossip limit; sending it without load")
+	nm.Clients, nm.Streams, nm.Capacity = 0, 0, 0
+	b, _ = encodeMeta(nm)
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func (d *gossipDelegate) NotifyJoin(n *memberlist.Node)   { d.m.notePeer(n, false) }
+func (d *gossipDelegate) NotifyUpdate(n *memberlist.Node) { d.m.notePeer(n, false) }
+func (d *gossipDelegate) NotifyLeave(n *memberlist.Node)  { d.m.notePeer(n, true) }
+
+func (d *gossipDelegate) AckPayload() []byte { return nil }
+
+// NotifyPingComplete is the evidence that clears a suspicion: this node's
+// own probe of the member was answered.
+func (d *gossipDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	m := d.m
+	m.mu.Lock()
+	p, ok := m.peers[other.Name]
+	cleared := ok && p.suspect
+	if cleared {
+		p.suspect = false
+	}
+	m.mu.Unlock()
+	if cleared {
+		m.markDirty()
+	}
+}
+
+// notePeer copies a member from a memberlist event.
+func (m *Mesh) notePeer(n *memberlist.Node, gone bool) {
+	if n.Name == m.cfg.NodeID {
+		return
+	}
+	nm, err := decodeMeta(bytes.Clone(n.Meta))
+	if err != nil {
+		m.log.WithError(err).WithField("peer", n.Name).Warn("mesh: ignoring a gossip member with unreadable metadata")
+		return
+	}
+	// The gossip name is authoritative: a member cannot claim another ID.
+	nm.ID = n.Name
+	m.mu.Lock()
+	p := m.peers[n.Name]
+	if p == nil {
+		p = &peer{}
+		m.peers[n.Name] = p
+	}
+	p.meta = nm
+	if gone {
+		// memberlist does not tell a leave from a death (the State of the
+		// node it passes is never updated). A node leaves only through
+		// leaveLocked, which gossips the draining flag first; a member
+		// that was suspected, or never announced draining, died.
+		p.state = memberlist.StateDead
+		if nm.Draining && !p.suspect {
+			p.state = memberlist.StateLeft
+		}
+		p.departed = time.Now()
+	} else {
+		p.state = memberlist.StateAlive
+		p.departed = time.Time{}
+	}
+	p.suspect = false
+	state := p.state
+	m.mu.Unlock()
+	m.log.WithFields(logrus.Fields{"peer": n.Name, "state": stateOf(state, false, nm.Draining)}).Debug("mesh: gossip member changed")
+	m.markDirty()
+}
+
+// onSuspect records that this node's probes of a member failed. memberlist
+// has no event for suspicion and the node structs it hands out are updated
+// in place under its lock, so its log line is the one race-free signal.
+func (m *Mesh) onSuspect(name string) {
+	m.mu.Lock()
+	p, ok := m.peers[name]
+	changed := ok && p.departed.IsZero() && !p.suspect
+	if changed {
+		p.suspect = true
+	}
+	m.mu.Unlock()
+	if changed {
+		m.markDirty()
+	}
+}
+
+// logWriter routes memberlist's log lines into logrus at debug level and
+// watches for suspicions.
+type logWriter struct {
+	log       logrus.FieldLogger
+	onSuspect func(name string)
+}
+
+const (
+	suspectPrefix = "memberlist: Suspect "
+	suspectSuffix = " has failed, no acks received"
+)
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		level, msg := "", line
+		if strings.HasPrefix(line, "[") {
+			if i := strings.Index(line, "] "); i > 0 {
+				level, msg = line[1:i], line[i+2:]
+			}
+		}
+		if rest, ok := strings.CutPrefix(msg, suspectPrefix); ok {
+			if name, ok := strings.CutSuffix(rest, suspectSuffix); ok {
+				w.onSuspect(name)
+			}
+		}
+		w.log.WithField("level_memberlist", level).Debug(msg)
+	}
+	return len(p), nil
+}
+
+// aliveGossipPeers counts peers that are not known to have left or died.
+func (m *Mesh) aliveGossipPeers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, p := range m.peers {
+		if p.departed.IsZero() {
+			n++
+		}
+	}
+	return n
+}
+
+// seedLoop joins the seeds whenever this node has no live peer: at start,
+// and again after a partition or a restart of the whole data centre.
+func (m *Mesh) seedLoop(ctx context.Context) {
+	bo := newBackoff(200*time.Millisecond, m.cfg.Consul.RetryMax)
+	every := rejoinInterval
+	if m.cfg.Gossip.Fast {
+		every = fastRejoin
+	}
+	failures := 0
+	for {
+		wait := every
+		if m.aliveGossipPeers() == 0 {
+			n, err := m.ml.Join(m.cfg.Gossip.Seeds)
+			switch {
+			case err != nil && n == 0:
+				failures++
+				if failures == 1 || failures%10 == 0 {
+					m.log.WithError(err).WithField("failures", failures).Warn("mesh: joining gossip seeds failed; retrying")
+				}
+				wait = bo.next()
+			default:
+				if failures > 0 {
+					m.log.WithField("joined", n).Info("mesh: joined gossip seeds")
+				} else {
+					m.log.WithField("joined", n).Debug("mesh: joined gossip seeds")
+				}
+				failures = 0
+				bo.reset()
+			}
+		}
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+	}
+}
+
+// loadLoop pushes load changes to peers, at most once per MetaInterval.
+func (m *Mesh) loadLoop(ctx context.Context) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.loadCh:
+		}
+		if !sleepCtx(ctx, time.Until(last.Add(m.cfg.MetaInterval))) {
+			return
+		}
+		last = time.Now()
+		m.lifeMu.Lock()
+		if !m.left && !m.stopped {
+			if err := m.ml.UpdateNode(m.cfg.LeaveTimeout); err != nil {
+				m.log.WithError(err).Debug("mesh: gossiping load")
+			}
+		}
+		m.lifeMu.Unlock()
+	}
+}
+
+// sleepCtx waits d (returning at once when d <= 0); false means ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

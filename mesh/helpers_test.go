@@ -1,0 +1,187 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// lockedBuffer collects log output; goroutines of memberlist may still log
+// after a test ends, which t.Log would not allow.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testLogger logs into a buffer that is shown only when the test fails.
+func testLogger(t *testing.T) *logrus.Logger {
+	t.Helper()
+	buf := &lockedBuffer{}
+	l := logrus.New()
+	l.SetOutput(buf)
+	l.SetLevel(logrus.DebugLevel)
+	t.Cleanup(func() {
+		if t.Failed() {
+			s := buf.String()
+			if len(s) > 64<<10 {
+				s = s[len(s)-64<<10:]
+			}
+			t.Logf("log:\n%s", s)
+		}
+	})
+	return l
+}
+
+// readyzServer answers /readyz with 200 on a loopback port, standing in for
+// a node's admin listener so Consul's check passes.
+func readyzServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/readyz" {
+				http.NotFound(w, r)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// testConfig is a Fast gossip node on loopback with small timings.
+func testConfig(t *testing.T, id string) Config {
+	return Config{
+		NodeID:       id,
+		DC:           "dc1",
+		Tier:         1,
+		ClientAddr:   "127.0.0.1:18080",
+		AdminAddr:    "127.0.0.1:18081",
+		Capacity:     100,
+		Gossip:       GossipConfig{Bind: "127.0.0.1:0", Fast: true},
+		Settle:       30 * time.Millisecond,
+		MetaInterval: 50 * time.Millisecond,
+		LeaveTimeout: 2 * time.Second,
+		Logger:       testLogger(t).WithField("test", t.Name()),
+	}
+}
+
+// startMesh starts a mesh and shuts it down when the test ends.
+func startMesh(t *testing.T, cfg Config) *Mesh {
+	t.Helper()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%s): %v", cfg.NodeID, err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatalf("Start(%s): %v", cfg.NodeID, err)
+	}
+	t.Cleanup(func() {
+		if err := m.Shutdown(); err != nil {
+			t.Logf("Shutdown(%s): %v", cfg.NodeID, err)
+		}
+	})
+	return m
+}
+
+// awaitView waits, on m's Changed signal, until cond holds for its view.
+// Each mesh must have a single waiter at a time.
+func awaitView(t *testing.T, m *Mesh, timeout time.Duration, what string, cond func(*View) bool) *View {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		v := m.View()
+		if cond(v) {
+			return v
+		}
+		select {
+		case <-m.Changed():
+		case <-deadline.C:
+			t.Fatalf("%s: %s not reached within %s; last view:\n%s", m.cfg.NodeID, what, timeout, dumpView(m.View()))
+			return nil
+		}
+	}
+}
+
+// eventually polls cond, for conditions outside any view (Consul state).
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not reached within %s (last error: %v)", what, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond) // polling an external system, no event to await
+	}
+}
+
+func dumpView(v *View) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version %d consulOK=%v consulError=%q\n", v.Version, v.ConsulOK, v.ConsulError)
+	for _, m := range v.Members {
+		fmt.Fprintf(&b, "  member %+v\n", m)
+	}
+	for _, be := range v.Backends {
+		fmt.Fprintf(&b, "  backend %+v\n", be)
+	}
+	return b.String()
+}
+
+func memberState(v *View, id string) MemberState {
+	m, ok := v.Member(id)
+	if !ok {
+		return ""
+	}
+	return m.State
+}
+
+func allAlive(ids ...string) func(*View) bool {
+	return func(v *View) bool {
+		for _, id := range ids {
+			if memberState(v, id) != StateAlive {
+				return false
+			}
+		}
+		return true
+	}
+}

@@ -1,0 +1,248 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/ssemesh/ssemesh/mesh"
+	"github.com/ssemesh/ssemesh/topology"
+)
+
+// startMesh joins gossip and Consul and starts following the view. It runs
+// once the listeners are up, since their addresses are what peers dial.
+func (n *Node) startMesh() error {
+	mc := n.cfg.Mesh
+	m, err := mesh.New(mesh.Config{
+		NodeID:     n.cfg.NodeID,
+		DC:         mc.DC,
+		Tier:       mc.Tier,
+		ClientAddr: n.Addr(),
+		AdminAddr:  n.AdminAddr(),
+		Capacity:   n.cfg.Limits.MaxClients,
+		Gossip: mesh.GossipConfig{
+			Bind:      mc.Gossip.Bind,
+			Advertise: mc.Gossip.Advertise,
+			Seeds:     mc.Gossip.Seeds,
+			Key:       mc.Gossip.Key,
+			Fast:      mc.Gossip.Fast,
+		},
+		Consul: mesh.ConsulConfig{
+			Address:    mc.Consul.Address,
+			Token:      mc.Consul.Token,
+			Datacenter: mc.Consul.Datacenter,
+			Tag:        mc.Consul.Tag,
+		},
+		Settle: mc.Settle.D(),
+		Logger: n.log,
+	})
+	if err != nil {
+		return &ConfigError{Key: "mesh", Reason: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		return fmt.Errorf("node: starting mesh: %w", err)
+	}
+	n.mesh = m
+	n.applyView()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.followMesh()
+	}()
+	return nil
+}
+
+// followMesh applies every new view and reports this node's load, until
+// shutdown begins.
+func (n *Node) followMesh() {
+	load := time.NewTicker(time.Second)
+	defer load.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.mesh.Changed():
+			n.applyView()
+		case <-load.C:
+			n.mesh.SetLoad(n.relay.Clients(), n.relay.Streams())
+			n.pruneRoutes()
+		}
+	}
+}
+
+// topologyView turns the mesh's members into the topology's nodes.
+func topologyView(v *mesh.View) topology.View {
+	tv := topology.View{Nodes: make([]topology.Node, 0, len(v.Members))}
+	for _, m := range v.Members {
+		st := topology.StateAlive
+		switch m.State {
+		case mesh.StateSuspect:
+			st = topology.StateSuspect
+		case mesh.StateDraining:
+			st = topology.StateDraining
+		case mesh.StateLeft:
+			st = topology.StateLeft
+		case mesh.StateDead:
+			st = topology.StateUnreachable
+		}
+		if m.Draining && st == topology.StateAlive {
+			st = topology.StateDraining
+		}
+		tv.Nodes = append(tv.Nodes, topology.Node{
+			ID: m.ID, DC: m.DC, Tier: m.Tier,
+			ClientAddr: m.ClientAddr, AdminAddr: m.AdminAddr,
+			Clients: m.Clients, Capacity: m.Capacity, Streams: m.Streams,
+			State: st,
+		})
+	}
+	return tv
+}
+
+// applyView installs a new view: the plan every stream's target is chosen
+// from, the mounts of back ends found in Consul, and a make-before-break
+// switch for every stream whose upstream changed.
+func (n *Node) applyView() {
+	v := n.mesh.View()
+	if v == nil {
+		return
+	}
+	n.plan.Store(topology.NewPlan(topologyView(v)))
+	n.updateMounts(v.Backends)
+
+	n.routesMu.Lock()
+	routes := make([]*route, 0, len(n.routes))
+	for _, rt := range n.routes {
+		routes = append(routes, rt)
+	}
+	n.routesMu.Unlock()
+	for _, rt := range routes {
+		cur, chosen := rt.current()
+		if !chosen {
+			continue
+		}
+		m := n.findMount(rt.path)
+		if m == nil {
+			continue
+		}
+		c, err := n.choose(rt.key, m.dc)
+		if err != nil {
+			continue // keep what works until the view offers something
+		}
+		next := ""
+		if !c.Backend {
+			next = c.Parent.ID
+		}
+		if next != cur {
+			n.log.WithFields(map[string]any{"stream": rt.key, "from": orBackend(cur), "to": orBackend(next)}).Info("re-parenting stream")
+			n.relay.Retarget(rt.key)
+		}
+	}
+}
+
+func orBackend(id string) string {
+	if id == "" {
+		return "back end"
+	}
+	return id
+}
+
+// updateMounts merges back ends announced in Consul with the configured
+// ones. Configuration supplies headers and credentials by name and may pin
+// the mount; Consul supplies instances, mount and data centre.
+func (n *Node) updateMounts(found []mesh.Backend) {
+	byName := map[string]BackendSpec{}
+	var ms []*mount
+	for _, b := range n.cfg.Backends {
+		byName[b.Name] = b
+	}
+	seen := map[string]bool{}
+	for _, fb := range found {
+		spec := byName[fb.Name]
+		spec.Name = fb.Name
+		if spec.Mount == "" || spec.URI == "" {
+			spec.Mount, spec.Prefix = fb.Mount, fb.Prefix
+		}
+		spec.DC = fb.DC
+		spec.URI = ""
+		m, err := newMount(spec)
+		if err != nil {
+			n.log.WithError(err).WithField("backend", fb.Name).Warn("back end from Consul ignored")
+			continue
+		}
+		for _, in := range fb.Instances {
+			u, err := url.Parse(in.URL())
+			if err != nil {
+				continue
+			}
+			m.instances = append(m.instances, u)
+		}
+		seen[fb.Name] = true
+		ms = append(ms, m)
+	}
+	for _, b := range n.cfg.Backends {
+		if seen[b.Name] || b.URI == "" {
+			continue
+		}
+		m, err := newMount(b)
+		if err != nil {
+			continue
+		}
+		ms = append(ms, m)
+	}
+	n.setMounts(ms)
+}
+
+// leaveMesh announces draining and leaves gossip and Consul, then waits
+// (bounded by Mesh.Handoff) for child nodes to move to other parents, so
+// they switch make-before-break instead of being cut.
+func (n *Node) leaveMesh(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := n.mesh.SetDraining(lctx)
+	cancel()
+	if err != nil {
+		n.log.WithError(err).Warn("leaving the mesh")
+	}
+	deadline := time.NewTimer(n.cfg.Mesh.Handoff.D())
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for n.relay.ChildClients() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			n.log.WithField("children", n.relay.ChildClients()).Warn("child nodes still attached after the handoff period")
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Kill stops the node the way a crash would, for fault drills and tests:
+// no draining, no goodbye to the mesh, every connection cut at once.
+func (n *Node) Kill() {
+	n.stopOnce.Do(func() {
+		n.ready.Store(false)
+		close(n.stop)
+		if n.mesh != nil {
+			_ = n.mesh.Abandon()
+		}
+		_ = n.srv.Close()
+		if n.adminSrv != nil {
+			_ = n.adminSrv.Close()
+		}
+		n.relay.Close()
+		n.wg.Wait()
+	})
+}
+
+// MeshView is the node's current mesh view (nil outside a mesh).
+func (n *Node) MeshView() *mesh.View {
+	if n.mesh == nil {
+		return nil
+	}
+	return n.mesh.View()
+}

@@ -1,0 +1,300 @@
+package node
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/consultest"
+	"github.com/ssemesh/ssemesh/mesh"
+)
+
+// meshSpec places one test node.
+type meshSpec struct {
+	id     string
+	dc     string
+	tier   int
+	consul string   // agent HTTP address; "" = none
+	seeds  []string // gossip seeds
+	static []BackendSpec
+}
+
+// meshNode starts a node in a mesh with loopback gossip timings.
+func meshNode(t *testing.T, s meshSpec, mutate func(*Config)) *Node {
+	t.Helper()
+	cfg := testConfig(s.static...)
+	cfg.NodeID = s.id
+	cfg.Mesh.DC = s.dc
+	cfg.Mesh.Tier = s.tier
+	cfg.Mesh.Gossip.Bind = "127.0.0.1:0"
+	cfg.Mesh.Gossip.Seeds = s.seeds
+	cfg.Mesh.Gossip.Fast = true
+	cfg.Mesh.Consul.Address = s.consul
+	cfg.Mesh.Consul.Datacenter = s.dc
+	cfg.Mesh.Settle = Duration(100 * time.Millisecond)
+	cfg.Mesh.AvoidFor = Duration(5 * time.Second)
+	cfg.Mesh.Handoff = Duration(5 * time.Second)
+	cfg.Relay.ReadyTimeout = Duration(10 * time.Second)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return startNode(t, cfg)
+}
+
+// registerBackend announces a synthetic back end in Consul.
+func registerBackend(t *testing.T, c *api.Client, name, addr, path string) {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	p, _ := strconv.Atoi(port)
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: name + "-1", Name: name, Address: host, Port: p,
+		Tags: []string{"ssemesh"},
+		Meta: map[string]string{mesh.MetaPath: path},
+	})
+	if err != nil {
+		t.Fatalf("registering back end %s: %v", name, err)
+	}
+}
+
+// waitMembers waits until every node sees want alive members.
+func waitMembers(t *testing.T, want int, nodes ...*Node) {
+	t.Helper()
+	waitFor(t, "mesh convergence", 20*time.Second, func() bool {
+		for _, n := range nodes {
+			v := n.MeshView()
+			alive := 0
+			for _, m := range v.Members {
+				if m.State == mesh.StateAlive && !m.Draining {
+					alive++
+				}
+			}
+			if alive != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// tree is a started two-tier-plus-leaves mesh with its back end.
+type tree struct {
+	be     *backend.Backend
+	roots  []*Node
+	relays []*Node
+	leaves []*Node
+}
+
+func (tr *tree) all() []*Node {
+	return slices.Concat(tr.roots, tr.relays, tr.leaves)
+}
+
+// upstreamOf is the parent node a stream on n uses now ("" = back end).
+func upstreamOf(n *Node, key string) string {
+	n.routesMu.Lock()
+	rt := n.routes[key]
+	n.routesMu.Unlock()
+	if rt == nil {
+		return "?"
+	}
+	p, _ := rt.current()
+	return p
+}
+
+// buildTree starts a back end registered in a real Consul agent and 2
+// roots, 2 relays and 4 leaves in dc1 that find each other through Consul.
+func buildTree(t *testing.T) (*tree, *consultest.Agent) {
+	t.Helper()
+	consultest.Require(t)
+	agent := consultest.Start(t, consultest.Options{Datacenter: "dc1"})
+	be, addr := startBackend(t, backend.Config{})
+	registerBackend(t, agent.Client(t), "changelog", addr, streamPath)
+
+	tr := &tree{be: be}
+	spec := func(id string, tier int) meshSpec {
+		return meshSpec{id: id, dc: "dc1", tier: tier, consul: agent.HTTPAddr}
+	}
+	tr.roots = []*Node{meshNode(t, spec("root-a", 0), nil), meshNode(t, spec("root-b", 0), nil)}
+	seed := []string{tr.roots[0].mesh.LocalAddr()}
+	for _, id := range []string{"relay-a", "relay-b"} {
+		s := spec(id, 1)
+		s.seeds = seed
+		tr.relays = append(tr.relays, meshNode(t, s, nil))
+	}
+	for _, id := range []string{"leaf-a", "leaf-b", "leaf-c", "leaf-d"} {
+		s := spec(id, 2)
+		s.seeds = seed
+		tr.leaves = append(tr.leaves, meshNode(t, s, nil))
+	}
+	waitMembers(t, 8, tr.all()...)
+	for _, n := range tr.all() {
+		waitFor(t, "back end mounted from Consul on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
+	}
+	return tr, agent
+}
+
+// spreadClients connects per clients to every leaf.
+func spreadClients(t *testing.T, leaves []*Node, per int) []*sseClient {
+	t.Helper()
+	var cs []*sseClient
+	for _, l := range leaves {
+		for i := 0; i < per; i++ {
+			cs = append(cs, dial(t, "http://"+l.Addr()+streamPath, nil))
+		}
+	}
+	return cs
+}
+
+// expectAll checks every client receives exactly from..to, in order.
+func expectAll(t *testing.T, cs []*sseClient, from, to int) {
+	t.Helper()
+	want := seq(from, to)
+	parallel(len(cs), func(i int) {
+		got, err := cs[i].tryIDs(len(want), 15*time.Second)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("client %d: got %v (%v), want %d..%d", i, got, err, from, to)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func TestMeshTreeServesOneBackendConnection(t *testing.T) {
+	tr, _ := buildTree(t)
+	cs := spreadClients(t, tr.leaves, 50)
+	for _, l := range tr.leaves {
+		waitFor(t, "leaf clients attached", 10*time.Second, func() bool { return l.Relay().Clients() == 50 })
+	}
+	tr.be.Publish(streamPath, 20)
+	expectAll(t, cs, 1, 20)
+	if st := tr.be.Stats(streamPath); st.Total != 1 || st.Open != 1 {
+		t.Fatalf("back end saw %d connections (%d open), want exactly 1", st.Total, st.Open)
+	}
+	// Leaves take the stream from relays, relays from roots, and exactly
+	// one root talks to the back end.
+	owners := 0
+	for _, r := range tr.roots {
+		if upstreamOf(r, streamPath) == "" {
+			owners++
+		}
+	}
+	if owners != 1 {
+		t.Fatalf("%d roots connect to the back end, want 1", owners)
+	}
+	for _, l := range tr.leaves {
+		if p := upstreamOf(l, streamPath); !strings.HasPrefix(p, "relay-") {
+			t.Errorf("leaf %s takes the stream from %q, want a relay", l.ID(), p)
+		}
+	}
+	for _, r := range tr.relays {
+		if p := upstreamOf(r, streamPath); p != "" && !strings.HasPrefix(p, "root-") {
+			t.Errorf("relay %s takes the stream from %q, want a root", r.ID(), p)
+		}
+	}
+}
+
+func TestMeshHardKillOfRelayLosesNothing(t *testing.T) {
+	tr, _ := buildTree(t)
+	cs := spreadClients(t, tr.leaves, 10)
+	tr.be.Publish(streamPath, 10)
+	expectAll(t, cs, 1, 10)
+
+	// Kill the relay carrying the most leaves.
+	var victim *Node
+	count := map[string]int{}
+	for _, l := range tr.leaves {
+		count[upstreamOf(l, streamPath)]++
+	}
+	for _, r := range tr.relays {
+		if victim == nil || count[r.ID()] > count[victim.ID()] {
+			victim = r
+		}
+	}
+	start := time.Now()
+	victim.Kill()
+	for _, l := range tr.leaves {
+		waitFor(t, "leaf re-parented", 10*time.Second, func() bool {
+			p := upstreamOf(l, streamPath)
+			return p != victim.ID() && l.Relay().StreamInfo()[0].State == "live"
+		})
+	}
+	t.Logf("children of %s re-parented within %s", victim.ID(), time.Since(start).Round(time.Millisecond))
+	tr.be.Publish(streamPath, 10)
+	expectAll(t, cs, 11, 20)
+	if st := tr.be.Stats(streamPath); st.Total != 1 {
+		t.Fatalf("back end saw %d connections, want 1 (a relay's death must not reach it)", st.Total)
+	}
+}
+
+func TestMeshOwnerRootTakeover(t *testing.T) {
+	tr, _ := buildTree(t)
+	cs := spreadClients(t, tr.leaves, 10)
+	tr.be.Publish(streamPath, 10)
+	expectAll(t, cs, 1, 10)
+
+	var owner, other *Node
+	for _, r := range tr.roots {
+		if upstreamOf(r, streamPath) == "" {
+			owner = r
+		} else {
+			other = r
+		}
+	}
+	if owner == nil || other == nil {
+		t.Fatal("no single owner among the roots")
+	}
+	start := time.Now()
+	owner.Kill()
+	waitFor(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
+		return upstreamOf(other, streamPath) == "" && tr.be.Stats(streamPath).Open == 1
+	})
+	t.Logf("takeover by %s within %s", other.ID(), time.Since(start).Round(time.Millisecond))
+	tr.be.Publish(streamPath, 10)
+	expectAll(t, cs, 11, 20)
+	st := tr.be.Stats(streamPath)
+	if st.Total != 2 || st.Open != 1 {
+		t.Fatalf("back end saw %d connections (%d open), want the owner's and the successor's", st.Total, st.Open)
+	}
+	if st.LastEventIDs[1] != "10" {
+		t.Fatalf("successor resumed with Last-Event-ID %q, want 10", st.LastEventIDs[1])
+	}
+}
+
+func TestForcedLoopIsRefused(t *testing.T) {
+	// Two nodes configured as each other's upstream: the request that would
+	// close the loop is refused with 508 and the client gets that answer
+	// instead of a stream that never starts.
+	a := startNode(t, func() Config {
+		c := testConfig(BackendSpec{Name: "loop", URI: "http://127.0.0.1:1" + streamPath})
+		c.NodeID = "node-a"
+		return c
+	}())
+	b := startNode(t, func() Config {
+		c := testConfig(BackendSpec{Name: "loop", URI: "http://" + a.Addr() + streamPath})
+		c.NodeID = "node-b"
+		return c
+	}())
+	// Point a at b now that b's address is known.
+	ms := a.mountList()
+	m, _ := newMount(BackendSpec{Name: "loop", URI: "http://" + b.Addr() + streamPath, Mount: streamPath})
+	a.setMounts(append(ms[:0:0], m))
+
+	_, resp, err := dialStatus("http://"+a.Addr()+streamPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusLoopDetected {
+		t.Fatalf("status %d, want 508", resp.StatusCode)
+	}
+	if got := b.Relay().Metrics().Snapshot().Refused["loop"] + a.Relay().Metrics().Snapshot().Refused["loop"]; got == 0 {
+		t.Fatal("no node counted a loop refusal")
+	}
+	waitFor(t, "streams released", 5*time.Second, func() bool { return a.Relay().Streams() == 0 && b.Relay().Streams() == 0 })
+}

@@ -1,0 +1,5 @@
+package node
+
+import "github.com/gorilla/mux"
+
+func (n *Node) operatorRoutes(root, api *mux.Router) {}

@@ -1,0 +1,198 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ssemesh/ssemesh/relay"
+	"github.com/ssemesh/ssemesh/topology"
+)
+
+// route is what the node knows about one stream beyond the relay: where its
+// upstream is now and which back-end instance it last used. Every node keys
+// a stream by the client's path and query, so a child asks its parent for
+// exactly the key its own clients asked for.
+type route struct {
+	n       *Node
+	key     string
+	path    string
+	query   string
+	backend string   // mount name
+	via     []string // ancestry of the request that opened the stream
+
+	mu       sync.Mutex
+	parent   string // current parent node ID; "" = the back end
+	instance int    // back-end instance index, advanced on failure
+	chosen   bool
+}
+
+// route returns the stream's route, creating it for the first subscriber.
+func (n *Node) route(key, path, query, backend string, via []string) *route {
+	n.routesMu.Lock()
+	defer n.routesMu.Unlock()
+	rt := n.routes[key]
+	if rt == nil {
+		rt = &route{n: n, key: key, path: path, query: query, backend: backend, via: via}
+		n.routes[key] = rt
+	}
+	return rt
+}
+
+// pruneRoutes forgets routes of streams the relay no longer holds.
+func (n *Node) pruneRoutes() {
+	open := map[string]bool{}
+	for _, k := range n.relay.Keys() {
+		open[k] = true
+	}
+	n.routesMu.Lock()
+	for k := range n.routes {
+		if !open[k] {
+			delete(n.routes, k)
+		}
+	}
+	n.routesMu.Unlock()
+}
+
+// target is the stream's relay.TargetFunc: the back end for a node outside
+// a mesh or for the stream's owner, the chosen parent otherwise.
+func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
+	n := rt.n
+	if prev != nil {
+		if prev.Target.Parent != "" {
+			n.avoidNode(prev.Target.Parent, prev.Reason)
+		} else {
+			rt.mu.Lock()
+			rt.instance++ // fail over to the next back-end instance
+			rt.mu.Unlock()
+		}
+	}
+	m := n.findMount(rt.path)
+	if m == nil {
+		return relay.Target{}, fmt.Errorf("back end %s is no longer mounted", rt.backend)
+	}
+	if n.mesh == nil {
+		return rt.backendTarget(m)
+	}
+	c, err := n.choose(rt.key, m.dc)
+	if err != nil {
+		return relay.Target{}, err
+	}
+	rt.mu.Lock()
+	rt.chosen = true
+	if c.Backend {
+		rt.parent = ""
+		rt.mu.Unlock()
+		return rt.backendTarget(m)
+	}
+	rt.parent = c.Parent.ID
+	rt.mu.Unlock()
+	return relay.Target{
+		URL:      "http://" + c.Parent.ClientAddr + rt.key,
+		Header:   rt.viaHeader(nil),
+		Label:    fmt.Sprintf("node %s (%s)", c.Parent.ID, c.Parent.ClientAddr),
+		Parent:   c.Parent.ID,
+		Fallback: true,
+	}, nil
+}
+
+func (rt *route) backendTarget(m *mount) (relay.Target, error) {
+	if len(m.instances) == 0 {
+		return relay.Target{}, fmt.Errorf("back end %s has no passing instance", m.spec.Name)
+	}
+	rt.mu.Lock()
+	i := rt.instance
+	rt.mu.Unlock()
+	url, label := m.upstreamURL(i, rt.path, rt.query)
+	return relay.Target{URL: url, Header: rt.viaHeader(m.header), Label: label, Fallback: len(m.instances) > 1}, nil
+}
+
+// viaHeader is base plus the stream's ancestry with this node appended. It
+// goes to back ends too: a "back end" that is in fact another node (chained
+// by configuration) must be able to refuse a loop.
+func (rt *route) viaHeader(base http.Header) http.Header {
+	h := base.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set(ViaHeader, strings.Join(append(append([]string(nil), rt.via...), rt.n.cfg.NodeID), ","))
+	return h
+}
+
+// current reports the parent the stream uses now ("" = back end) and
+// whether a choice was made at all.
+func (rt *route) current() (string, bool) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.parent, rt.chosen
+}
+
+var errNoView = errors.New("mesh view not ready yet")
+
+// choose asks the topology for the stream's upstream on the current view.
+func (n *Node) choose(key, backendDC string) (topology.Choice, error) {
+	plan := n.plan.Load()
+	if plan == nil {
+		return topology.Choice{}, errNoView
+	}
+	c := plan.Choose(n.cfg.NodeID, key, backendDC, n.avoided())
+	if !c.OK {
+		return c, errors.New(c.Reason)
+	}
+	return c, nil
+}
+
+// avoidNode skips a parent that failed or refused, for a while.
+func (n *Node) avoidNode(id, reason string) {
+	n.avoidMu.Lock()
+	defer n.avoidMu.Unlock()
+	if _, ok := n.avoid[id]; !ok {
+		n.log.WithField("parent", id).WithField("reason", reason).WithField("for", n.cfg.Mesh.AvoidFor.D()).Warn("avoiding parent")
+	}
+	n.avoid[id] = time.Now().Add(n.cfg.Mesh.AvoidFor.D())
+}
+
+// avoided is the set of parents to skip now.
+func (n *Node) avoided() map[string]bool {
+	n.avoidMu.Lock()
+	defer n.avoidMu.Unlock()
+	now := time.Now()
+	out := make(map[string]bool, len(n.avoid))
+	for id, until := range n.avoid {
+		if now.After(until) {
+			delete(n.avoid, id)
+			continue
+		}
+		out[id] = true
+	}
+	return out
+}
+
+// findMount returns the mount serving path: exact mounts, or the longest
+// prefix mount on a path boundary.
+func (n *Node) findMount(path string) *mount {
+	for _, m := range n.mountList() {
+		if m.matches(path) {
+			return m
+		}
+	}
+	return nil
+}
+
+// mountList is the current mount table, longest mount first.
+func (n *Node) mountList() []*mount {
+	if p := n.mounts.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// setMounts publishes a new mount table.
+func (n *Node) setMounts(ms []*mount) {
+	sort.SliceStable(ms, func(i, j int) bool { return len(ms[i].spec.Mount) > len(ms[j].spec.Mount) })
+	n.mounts.Store(&ms)
+}

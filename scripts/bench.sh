@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Load-test one ssemesh node on this machine.
+#
+#   scripts/bench.sh [CLIENTS] [RATE] [SIZE] [DURATION]
+#
+#   CLIENTS   SSE clients on the node (default 1000)
+#   RATE      events per second from the back end (default 1)
+#   SIZE      event payload in bytes (default 200)
+#   DURATION  measurement window, e.g. 60 or 60s (default 30s)
+#
+# Builds ./bin/ssemesh and ./bin/ssemesh-bench, starts the synthetic back end
+# and one node in front of it, runs the load generator against the node and
+# prints its report; everything it started is stopped on exit. Extra flags for
+# the load generator can be given in BENCH_FLAGS (e.g. BENCH_FLAGS=--json).
+# All traffic stays on 127.0.0.0/8.
+set -euo pipefail
+
+CLIENTS=${1:-1000}
+RATE=${2:-1}
+SIZE=${3:-200}
+DURATION=${4:-30s}
+[[ $DURATION =~ ^[0-9]+$ ]] && DURATION=${DURATION}s
+
+BACKEND_ADDR=127.0.0.1:7000
+NODE_ADDR=127.0.0.1:8080
+STREAM_PATH=/bench
+# The node under test; kept in one place because its flags may still change.
+NODE_CMD=(./bin/ssemesh run --listen "$NODE_ADDR" --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
+
+# About 4,000 clients per worker process (each process may open at most
+# 20,000 files) and 20,000 per source address (~28,000 ephemeral ports each).
+PROCS=$(( (CLIENTS + 3999) / 4000 ))
+NSOURCES=$(( (CLIENTS + 19999) / 20000 ))
+SOURCES=$(seq -s, -f '127.0.0.%g' 2 $((NSOURCES + 1)))
+# Connect about 1,000 clients per second, at least over 5 seconds.
+RAMP=$(( CLIENTS / 1000 > 5 ? CLIENTS / 1000 : 5 ))s
+
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+mkdir -p bin
+echo "building ./bin/ssemesh and ./bin/ssemesh-bench" >&2
+go build -o bin/ssemesh ./cmd/ssemesh
+go build -o bin/ssemesh-bench ./cmd/ssemesh-bench
+
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ssemesh-bench.XXXXXX")
+PIDS=()
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -INT "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		# Give each process 10 s to drain, then stop it for good.
+		for _ in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	echo "logs: $LOGDIR" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_port HOST:PORT NAME PID: wait up to 30 s for a listener.
+wait_port() {
+	local host=${1%:*} port=${1##*:}
+	for _ in $(seq 300); do
+		if ! kill -0 "$3" 2>/dev/null; then
+			echo "$2 exited; its log:" >&2
+			cat "$LOGDIR/$2.log" >&2
+			exit 1
+		fi
+		if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "$2 is not listening on $1 after 30 s" >&2
+	exit 1
+}
+
+./bin/ssemesh-bench backend --listen "$BACKEND_ADDR" --rate "$RATE" --size "$SIZE" >"$LOGDIR/backend.log" 2>&1 &
+PIDS+=($!)
+wait_port "$BACKEND_ADDR" backend "$!"
+
+"${NODE_CMD[@]}" >"$LOGDIR/node.log" 2>&1 &
+NODE_PID=$!
+PIDS+=("$NODE_PID")
+wait_port "$NODE_ADDR" node "$NODE_PID"
+
+echo "load: $CLIENTS clients, $PROCS processes, sources $SOURCES, ramp $RAMP, window $DURATION; back end $RATE ev/s of $SIZE bytes" >&2
+# shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
+./bin/ssemesh-bench load --url "http://$NODE_ADDR$STREAM_PATH" --clients "$CLIENTS" --procs "$PROCS" \
+	--sources "$SOURCES" --ramp "$RAMP" --duration "$DURATION" --node-pid "$NODE_PID" ${BENCH_FLAGS:-} 2>>"$LOGDIR/load.log"
