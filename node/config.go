@@ -167,6 +167,7 @@ func DefaultConfig() Config {
 		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5},
 		Drain:  Duration(10 * time.Second),
 		Mesh: MeshConfig{
+			DC:       "dc1",
 			Settle:   Duration(200 * time.Millisecond),
 			AvoidFor: Duration(30 * time.Second),
 			Handoff:  Duration(10 * time.Second),

@@ -246,3 +246,12 @@ func (n *Node) MeshView() *mesh.View {
 	}
 	return n.mesh.View()
 }
+
+// GossipAddr is the address peers join this node's gossip at ("" outside a
+// mesh).
+func (n *Node) GossipAddr() string {
+	if n.mesh == nil {
+		return ""
+	}
+	return n.mesh.LocalAddr()
+}

@@ -96,6 +96,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	logFormat := fs.String("log-format", "", "text or json (overrides log.format)")
 	maxClients := fs.Int("max-clients", 0, "client limit (overrides limits.max_clients)")
 	nodeID := fs.String("node-id", "", "node identity in the mesh (default host-port)")
+	dc := fs.String("dc", "", "data centre (overrides mesh.dc)")
+	tier := fs.Int("tier", -1, "tier: 0 = root next to the back ends, higher = further out (overrides mesh.tier)")
+	consul := fs.String("consul", "", "Consul agent host:port; enables back-end discovery and self-registration (overrides mesh.consul.address)")
+	gossip := fs.String("gossip", "", "gossip bind host:port; enables the mesh (overrides mesh.gossip.bind)")
+	var seeds multiFlag
+	fs.Var(&seeds, "seed", "gossip address of a node to join (repeatable; overrides mesh.gossip.seeds)")
 	var backends multiFlag
 	fs.Var(&backends, "backend", "name=uri of a back end, mounted at the uri's path (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +135,27 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if *nodeID != "" {
 		cfg.NodeID = *nodeID
 	}
+	if *dc != "" {
+		cfg.Mesh.DC = *dc
+	}
+	if *tier >= 0 {
+		cfg.Mesh.Tier = *tier
+	}
+	if *consul != "" {
+		cfg.Mesh.Consul.Address = *consul
+		if cfg.Mesh.Consul.Datacenter == "" {
+			cfg.Mesh.Consul.Datacenter = cfg.Mesh.DC
+		}
+	}
+	if *gossip != "" {
+		cfg.Mesh.Gossip.Bind = *gossip
+	}
+	if len(seeds) > 0 {
+		cfg.Mesh.Gossip.Seeds = seeds
+	}
+	if cfg.Mesh.Consul.Address != "" && cfg.Mesh.Gossip.Bind == "" {
+		cfg.Mesh.Gossip.Bind = "0.0.0.0:7946"
+	}
 	for _, b := range backends {
 		spec, err := node.ParseBackendFlag(b)
 		if err != nil {
@@ -136,8 +163,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		cfg.Backends = append(cfg.Backends, spec)
 	}
-	if len(cfg.Backends) == 0 {
-		return &node.ConfigError{Key: "backends", Reason: "no back end configured (use a config file or --backend name=uri)"}
+	if len(cfg.Backends) == 0 && cfg.Mesh.Consul.Address == "" && cfg.Mesh.Tier == 0 {
+		return &node.ConfigError{Key: "backends", Reason: "no back end configured (use a config file, --backend name=uri, or --consul to discover them)"}
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -70,43 +70,81 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		<-done
 	}
 
-	ncfg := node.DefaultConfig()
-	ncfg.Listen = cfg.Listen
-	ncfg.Admin.Listen = cfg.Admin
-	ncfg.Log = cfg.Log
-	ncfg.Drain = node.Duration(2 * time.Second)
-	ncfg.NodeID = "demo-node"
-	ncfg.CORS.AllowedOrigins = []string{"*"}
-	ncfg.Backends = []node.BackendSpec{{Name: "changelog", URI: "http://" + bln.Addr().String() + ChangelogPath}}
-	n, err := node.New(ncfg, log)
-	if err != nil {
-		stopBackend()
-		return err
+	// The mesh: 2 roots next to the back end, 2 relays, 4 leaves, joined by
+	// real memberlist gossip on loopback. Every node knows the back end
+	// (static config); the topology decides who actually connects to it.
+	layout := []struct {
+		id   string
+		tier int
+	}{
+		{"root-1", 0}, {"root-2", 0}, {"relay-1", 1}, {"relay-2", 1},
+		{"leaf-1", 2}, {"leaf-2", 2}, {"leaf-3", 2}, {"leaf-4", 2},
 	}
-	if err := n.Start(); err != nil {
-		stopBackend()
-		return err
+	var nodes []*node.Node
+	stopNodes := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for i := len(nodes) - 1; i >= 0; i-- {
+			_ = nodes[i].Shutdown(sctx)
+		}
 	}
-	url := "http://" + n.Addr() + ChangelogPath
-	fmt.Fprintf(out, `ssemesh demo running
+	var seeds []string
+	for _, l := range layout {
+		ncfg := node.DefaultConfig()
+		ncfg.NodeID = l.id
+		ncfg.Listen, ncfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
+		if l.id == "leaf-1" {
+			ncfg.Listen, ncfg.Admin.Listen = cfg.Listen, cfg.Admin
+		}
+		ncfg.Log = cfg.Log
+		ncfg.Drain = node.Duration(2 * time.Second)
+		ncfg.CORS.AllowedOrigins = []string{"*"}
+		ncfg.Mesh.DC, ncfg.Mesh.Tier = "dc1", l.tier
+		ncfg.Mesh.Gossip.Bind = "127.0.0.1:0"
+		ncfg.Mesh.Gossip.Seeds = seeds
+		ncfg.Mesh.Gossip.Fast = true
+		ncfg.Mesh.Handoff = node.Duration(3 * time.Second)
+		ncfg.Backends = []node.BackendSpec{{Name: "changelog", URI: "http://" + bln.Addr().String() + ChangelogPath, DC: "dc1"}}
+		n, err := node.New(ncfg, log)
+		if err == nil {
+			err = n.Start()
+		}
+		if err != nil {
+			stopNodes()
+			stopBackend()
+			return fmt.Errorf("demo: node %s: %w", l.id, err)
+		}
+		nodes = append(nodes, n)
+		if seeds == nil {
+			seeds = []string{n.GossipAddr()}
+		}
+	}
+	leaf := nodes[4]
+	url := "http://" + leaf.Addr() + ChangelogPath
+	fmt.Fprintf(out, `ssemesh demo running: a synthetic back end and a mesh of 2 roots, 2 relays and 4 leaves
   back end (synthetic change log): http://%s%s
-  node client URL:                 %s
-  node admin:                      http://%s/v1/streams
+  a leaf's client URL:             %s
+  the leaf's admin API:            http://%s/  (topology page; also /v1/topology?format=text)
+  other leaves:                   `, bln.Addr(), ChangelogPath, url, leaf.AdminAddr())
+	for _, n := range nodes[5:] {
+		fmt.Fprintf(out, " http://%s%s", n.Addr(), ChangelogPath)
+	}
+	fmt.Fprintf(out, `
 
 watch it:
   curl -N %s
 resume after event 5:
   curl -N -H 'Last-Event-ID: 5' %s
+see the tree:
+  go run ./cmd/ssemesh topology --admin http://%s
 
 Ctrl-C stops.
-`, bln.Addr(), ChangelogPath, url, n.AdminAddr(), url, url)
+`, url, url, leaf.AdminAddr())
 
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = n.Shutdown(sctx)
+	stopNodes()
 	stopBackend()
-	return err
+	return nil
 }
 
 // errWriter lets the logger share the demo's output.
