@@ -19,6 +19,7 @@ func (n *Node) adminRouter() http.Handler {
 	api := r.PathPrefix("/v1").Subrouter()
 	api.Use(n.requireToken)
 	api.HandleFunc("/streams", n.streamsReport).Methods(http.MethodGet)
+	api.HandleFunc("/topology/gather", n.gatherHandler).Methods(http.MethodGet)
 	n.operatorRoutes(r, api)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		n.renderError(w, req, &httpError{Status: http.StatusNotFound, Reason: "no admin endpoint at " + req.URL.Path})

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/consultest"
 	"github.com/ssemesh/ssemesh/mesh"
+	"github.com/ssemesh/ssemesh/topology"
 )
 
 // meshSpec places one test node.
@@ -196,6 +198,32 @@ func TestMeshTreeServesOneBackendConnection(t *testing.T) {
 		if p := upstreamOf(r, streamPath); p != "" && !strings.HasPrefix(p, "root-") {
 			t.Errorf("relay %s takes the stream from %q, want a root", r.ID(), p)
 		}
+	}
+
+	// Any node reports the whole tree: every node, every edge as the nodes
+	// themselves use it, and a tree that passes the topology's invariants.
+	rep := tr.leaves[2].TopologyReport(context.Background(), "")
+	if len(rep.Nodes) != 8 || len(rep.Unreachable) != 0 {
+		t.Fatalf("report has %d nodes, unreachable %v", len(rep.Nodes), rep.Unreachable)
+	}
+	// Seven edges: leaves, relays and the owner. The other root carries
+	// the stream only when someone takes it from there.
+	if len(rep.Streams) != 1 || len(rep.Streams[0].Edges) != 7 {
+		t.Fatalf("report streams %+v", rep.Streams)
+	}
+	for _, e := range rep.Streams[0].Edges {
+		var child *Node
+		for _, n := range tr.all() {
+			if n.ID() == e.Child {
+				child = n
+			}
+		}
+		if child == nil || upstreamOf(child, streamPath) != e.Parent {
+			t.Errorf("edge %s -> %q does not match the node's own upstream", e.Child, e.Parent)
+		}
+	}
+	if errs := topology.Validate(rep); len(errs) > 0 {
+		t.Fatalf("report violates the tree's rules: %v", errs)
 	}
 }
 

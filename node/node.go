@@ -38,6 +38,8 @@ type Node struct {
 	avoidMu sync.Mutex
 	avoid   map[string]time.Time
 	stop    chan struct{} // closed when shutdown begins
+	// peerClient asks other nodes' admin APIs for the topology report.
+	peerClient *http.Client
 
 	srv, adminSrv *http.Server
 	ln, adminLn   net.Listener
@@ -82,6 +84,10 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		routes: make(map[string]*route),
 		avoid:  make(map[string]time.Time),
 		stop:   make(chan struct{}),
+		peerClient: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     30 * time.Second,
+		}},
 	}
 	var ms []*mount
 	for _, b := range cfg.Backends {

@@ -66,7 +66,7 @@ type stream struct {
 	// eventsAtLastID is eventsIn when the block that set lastID arrived: a
 	// resumed upstream replays everything after that block.
 	eventsAtLastID uint64
-	opened     time.Time
+	opened         time.Time
 }
 
 func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasLastEventID bool) *stream {
@@ -289,6 +289,7 @@ type Info struct {
 	Buffered    int
 	BufferBytes int64
 	OldestAt    time.Time
+	LastAt      time.Time // arrival of the newest event
 	LastError   string
 	Opened      time.Time
 }
@@ -297,7 +298,12 @@ func (s *stream) info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n, b, oldest := s.ring.span()
+	var last time.Time
+	if e, ok := s.ring.get(s.ring.head()); ok {
+		last = e.at
+	}
 	return Info{
+		LastAt:      last,
 		Key:         s.key,
 		Upstream:    s.label,
 		State:       [...]string{"connecting", "live", "failed", "ended", "closed"}[s.state],
