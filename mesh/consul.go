@@ -40,11 +40,14 @@ const shortCallTimeout = 10 * time.Second
 
 // consulState is what Consul told this node, guarded by Mesh.mu.
 type consulState struct {
-	backends  map[string]Backend
-	remote    map[string][]Member // other data centres' nodes, by DC
-	errs      map[string]error    // current error of each query source
-	contacted bool                // a query has succeeded at least once
-	down      bool                // an outage is in progress (it was logged)
+	backends map[string]Backend
+	remote   map[string][]Member // other data centres' nodes, by DC
+	// remoteBackends are back ends registered only in other data centres,
+	// by DC; a back end of the node's own DC wins over one of the same name.
+	remoteBackends map[string][]Backend
+	errs           map[string]error // current error of each query source
+	contacted      bool             // a query has succeeded at least once
+	down           bool             // an outage is in progress (it was logged)
 }
 
 func newConsulState() consulState {
@@ -52,6 +55,8 @@ func newConsulState() consulState {
 		backends: make(map[string]Backend),
 		remote:   make(map[string][]Member),
 		errs:     make(map[string]error),
+
+		remoteBackends: make(map[string][]Backend),
 	}
 }
 
@@ -526,6 +531,7 @@ func (m *Mesh) watchOtherDCs(ctx context.Context) {
 func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
 	cc := m.cfg.Consul
 	fresh := make(map[string][]Member)
+	freshBackends := make(map[string][]Backend)
 	for _, dc := range dcs {
 		if dc == cc.Datacenter {
 			continue
@@ -550,8 +556,21 @@ func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
 		}
 		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
 		fresh[dc] = members
+		if bs, ok := m.remoteBackendsOf(ctx, dc); ok {
+			freshBackends[dc] = bs
+		} else {
+			m.mu.Lock()
+			freshBackends[dc] = m.cs.remoteBackends[dc]
+			m.mu.Unlock()
+		}
 	}
 	m.mu.Lock()
+	if !reflect.DeepEqual(freshBackends, m.cs.remoteBackends) {
+		m.cs.remoteBackends = freshBackends
+		m.mu.Unlock()
+		m.markDirty()
+		m.mu.Lock()
+	}
 	for dc := range m.cs.remote {
 		if _, ok := fresh[dc]; !ok {
 			delete(m.cs.errs, "datacenter "+dc)
@@ -593,4 +612,34 @@ func remoteMember(dc string, e *api.ServiceEntry) Member {
 	mem.Tier, _ = strconv.Atoi(meta[NodeMetaTier])
 	mem.Capacity, _ = strconv.Atoi(meta[NodeMetaCapacity])
 	return mem
+}
+
+// remoteBackendsOf lists the back ends registered in another data centre,
+// so that nodes of a data centre without back ends still learn the mounts
+// (and where the back end lives, which decides the stream's owner).
+func (m *Mesh) remoteBackendsOf(ctx context.Context, dc string) ([]Backend, bool) {
+	cc := m.cfg.Consul
+	q := (&api.QueryOptions{Datacenter: dc}).WithContext(ctx)
+	services, _, err := m.consulShort.Catalog().Services(q)
+	if err != nil {
+		return nil, false
+	}
+	var out []Backend
+	for name, tags := range services {
+		if name == cc.Service || !slices.Contains(tags, cc.Tag) {
+			continue
+		}
+		entries, _, err := m.consulShort.Health().Service(name, cc.Tag, true, q)
+		if err != nil {
+			return nil, false
+		}
+		b, ok := m.backendFrom(name, entries, Backend{}, false)
+		if !ok {
+			continue
+		}
+		b.DC = dc
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, true
 }

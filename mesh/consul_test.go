@@ -196,6 +196,20 @@ func TestConsulOtherDatacentres(t *testing.T) {
 		t.Fatalf("dc2 view:\n%s", dumpView(v))
 	}
 
+	// A back end registered only in dc1 is known in dc2, with its data
+	// centre, so dc2's nodes can mount it and route towards dc1.
+	registerBackend(t, a1.Client(t), &api.AgentServiceRegistration{
+		ID: "feed-1", Name: "feed", Tags: []string{"ssemesh"}, Address: "127.0.0.1", Port: 9002,
+		Meta: map[string]string{MetaPath: "/feed/sse"},
+	})
+	v = awaitView(t, m2, 30*time.Second, "dc1's back end in dc2's view", func(v *View) bool {
+		b, ok := v.Backend("feed")
+		return ok && len(b.Instances) == 1
+	})
+	if b, _ := v.Backend("feed"); b.DC != "dc1" || b.Mount != "/feed/sse" {
+		t.Fatalf("remote back end %+v, want DC dc1 and mount /feed/sse", b)
+	}
+
 	// A node leaving its data centre disappears from the others' views.
 	if err := m2.SetDraining(context.Background()); err != nil {
 		t.Fatal(err)

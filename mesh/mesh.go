@@ -385,6 +385,23 @@ func (m *Mesh) buildLocked(now time.Time) (*View, time.Time) {
 		b.Instances = slices.Clone(b.Instances)
 		backends = append(backends, b)
 	}
+	// Back ends registered only in other data centres; when several data
+	// centres register one name, the first in lexical order wins, so every
+	// node resolves it alike.
+	dcs := make([]string, 0, len(m.cs.remoteBackends))
+	for dc := range m.cs.remoteBackends {
+		dcs = append(dcs, dc)
+	}
+	sort.Strings(dcs)
+	for _, dc := range dcs {
+		for _, b := range m.cs.remoteBackends[dc] {
+			if _, local := m.cs.backends[b.Name]; local || slices.ContainsFunc(backends, func(x Backend) bool { return x.Name == b.Name }) {
+				continue
+			}
+			b.Instances = slices.Clone(b.Instances)
+			backends = append(backends, b)
+		}
+	}
 	sort.Slice(backends, func(i, j int) bool { return backends[i].Name < backends[j].Name })
 
 	v := &View{Members: members, Backends: backends}
