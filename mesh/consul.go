@@ -103,6 +103,7 @@ func (m *Mesh) consulResult(ctx context.Context, source string, err error) {
 	}
 	okBefore, msgBefore := m.cs.status()
 	if err != nil {
+		m.consulErrors.Add(1)
 		m.cs.errs[source] = err
 	} else {
 		delete(m.cs.errs, source)

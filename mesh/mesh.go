@@ -23,6 +23,8 @@ type Mesh struct {
 	log logrus.FieldLogger
 	key []byte
 
+	consulErrors atomic.Uint64
+
 	// main owns the goroutines that run until Shutdown; part owns those
 	// that announce this node (seed joins, Consul peer joins, registration)
 	// and stop as soon as the node drains, so it is not re-announced.
@@ -219,6 +221,9 @@ func (m *Mesh) SetDraining(ctx context.Context) error {
 func (m *Mesh) Shutdown() error {
 	return m.shutdown(true)
 }
+
+// ConsulErrors counts failed Consul requests since start.
+func (m *Mesh) ConsulErrors() uint64 { return m.consulErrors.Load() }
 
 // Abandon stops the mesh the way a crash would: no draining announcement,
 // no gossip leave, no deregistration; peers must detect the failure. It is

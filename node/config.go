@@ -39,7 +39,17 @@ type Config struct {
 type AdminConfig struct {
 	Listen string `yaml:"listen"`
 	Token  string `yaml:"token"` // bearer token for everything but health; empty = open
+	// MetricsOpen lets /metrics be scraped without the token.
+	MetricsOpen bool `yaml:"metrics_open"`
+	// Pprof serves /debug/pprof behind the token (default true).
+	Pprof *bool `yaml:"pprof"`
+	// AllowedHosts are extra names accepted in the Host header (DNS names
+	// peers or operators use for this node's admin listener).
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
+
+// PprofEnabled reports whether /debug/pprof is served.
+func (a AdminConfig) PprofEnabled() bool { return a.Pprof == nil || *a.Pprof }
 
 // LogConfig selects logrus level and format.
 type LogConfig struct {

@@ -2,6 +2,8 @@
 //
 //	ssemesh run --config node.yaml      a node in front of SSE back ends
 //	ssemesh demo                        a synthetic back end and a node, nothing installed
+//	ssemesh topology --admin host:port  the mesh's tree, from any node
+//	ssemesh status --admin host:port    one node's summary
 //	ssemesh version
 //
 // This is the only place that reads flags and the environment.
@@ -44,6 +46,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(ctx, args[1:], stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "topology":
+		err = cmdTopology(ctx, args[1:], stdout, stderr)
+	case "status":
+		err = cmdStatus(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ssemesh", version)
 		return 0
@@ -74,6 +80,9 @@ func usage(w io.Writer) {
 commands:
   run       run a node (ssemesh run --config node.yaml, or flags only)
   demo      run a synthetic back end and a node in one process
+  topology  print the mesh's tree from any node's admin API
+            (ssemesh topology --admin 127.0.0.1:9090 [--format tree|json|dot] [--stream S])
+  status    print a one-screen summary of one node (ssemesh status --admin 127.0.0.1:9090)
   version   print the version
 
 Run "ssemesh <command> -h" for a command's flags.
