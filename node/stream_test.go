@@ -120,7 +120,7 @@ func TestClientResumesWithLastEventID(t *testing.T) {
 		t.Fatalf("first client got %v", got)
 	}
 	first.Close()
-	be.Publish(streamPath, 10) // 11..20 while the first client is away
+	be.Publish(streamPath, 10)      // 11..20 while the first client is away
 	watch.ids(t, 20, 5*time.Second) // the node holds them all now
 
 	tests := []struct {

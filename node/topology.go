@@ -304,4 +304,3 @@ func (n *Node) gatherHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, n.gather(r.Context(), scope))
 }
-

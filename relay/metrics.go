@@ -70,10 +70,10 @@ func (m *Metrics) observe(d time.Duration, n uint64) {
 // Snapshot is a copy of the counters.
 type Snapshot struct {
 	ClientsTotal, EventsIn, Deliveries, UpstreamConnects, Reparents, Gaps, SlowPath uint64
-	Disconnects                                                           map[string]uint64
-	UpstreamErrors                                                        map[string]uint64
-	Refused                                                               map[string]uint64
-	Latency                                                               HistogramSnapshot
+	Disconnects                                                                     map[string]uint64
+	UpstreamErrors                                                                  map[string]uint64
+	Refused                                                                         map[string]uint64
+	Latency                                                                         HistogramSnapshot
 }
 
 // Snapshot copies the counters.
