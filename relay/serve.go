@@ -35,6 +35,12 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 	if err != nil {
 		return err
 	}
+	// A subscriber that arrives before the upstream answered is owed
+	// everything from the stream's start: back ends often send a snapshot
+	// or welcome event the moment they connect.
+	s.mu.Lock()
+	early := s.state == stateConnecting
+	s.mu.Unlock()
 	ready := time.NewTimer(r.cfg.ReadyTimeout)
 	defer ready.Stop()
 	select {
@@ -60,6 +66,9 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		return &Error{Status: http.StatusServiceUnavailable, Reason: "stream is closing", RetryAfter: 1}
 	}
 	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child}
+	if early {
+		c.next = s.ring.first
+	}
 	catchUp := false
 	if sr.HasLastEventID && !(s.hasLastID && s.lastID == sr.LastEventID) {
 		if seq, ok := s.ring.after(sr.LastEventID); ok {

@@ -310,7 +310,7 @@ func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int,
 			s.mu.Lock()
 			lastID, hasLastID, base := s.lastID, s.hasLastID, s.eventsAtLastID
 			s.mu.Unlock()
-			nresp, refusal, _ := s.connect(wctx, nt, lastID, hasLastID)
+			nresp, refusal, _ := s.connect(s.ctx, nt, lastID, hasLastID)
 			if refusal != nil {
 				if wctx.Err() == nil {
 					s.log.WithField("to", nt.Label).WithField("reason", refusal.Reason).Warn("new upstream refused: staying on the current one")
