@@ -321,6 +321,7 @@ func TestMeshRemoteDCLearnsMount(t *testing.T) {
 		t.Fatalf("back end saw %d connections, want 1", st.Total)
 	}
 }
+
 // handoffForCleanup bounds the handoff wait of nodes these tests do not
 // drain on purpose: a parent notices a departed child only on its next
 // write, so an idle parent would otherwise wait the whole handoff at
