@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
@@ -388,13 +389,6 @@ func (m *Mesh) registerLoop(ctx context.Context) {
 // it reports whether it registered.
 func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 	cc := m.cfg.Consul
-	svc, _, err := m.consulShort.Agent().Service(m.cfg.NodeID, (&api.QueryOptions{}).WithContext(ctx))
-	if err == nil && svc != nil {
-		return false, nil
-	}
-	if err != nil && !isNotFound(err) {
-		return false, fmt.Errorf("mesh: consul: reading own registration: %w", err)
-	}
 	host, port, err := splitHostPort(m.cfg.ClientAddr)
 	if err != nil {
 		return false, fmt.Errorf("mesh.client_addr: %w", err)
@@ -421,6 +415,16 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 			DeregisterCriticalServiceAfter: cc.DeregisterAfter.String(),
 		},
 	}
+	svc, _, err := m.consulShort.Agent().Service(m.cfg.NodeID, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil && !isNotFound(err) {
+		return false, fmt.Errorf("mesh: consul: reading own registration: %w", err)
+	}
+	// A node restarted under the same ID finds its old registration, with
+	// the addresses of its previous life: peers would join and dial those.
+	// Only a registration that matches this process is left alone.
+	if err == nil && svc != nil && sameRegistration(svc, reg) {
+		return false, nil
+	}
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := m.consulShort.Agent().ServiceRegisterOpts(reg, opts); err != nil {
 		return false, fmt.Errorf("mesh: consul: registering %s as %q: %w", m.cfg.NodeID, cc.Service, err)
@@ -429,6 +433,15 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 }
 
 // checkID names this node's health check in Consul.
+// sameRegistration reports whether the agent's copy of this node's service
+// says what reg says: name, addresses and every meta key.
+func sameRegistration(svc *api.AgentService, reg *api.AgentServiceRegistration) bool {
+	if svc.Service != reg.Name || svc.Address != reg.Address || svc.Port != reg.Port {
+		return false
+	}
+	return maps.Equal(svc.Meta, reg.Meta)
+}
+
 func checkID(nodeID string) string { return "ssemesh-readyz-" + nodeID }
 
 func isNotFound(err error) bool {

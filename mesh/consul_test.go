@@ -310,3 +310,27 @@ func TestConsulUnreachableFromStart(t *testing.T) {
 		t.Errorf("Shutdown should report the failed deregistration, got %v", err)
 	}
 }
+
+func TestConsulReplacesStaleRegistration(t *testing.T) {
+	// A node restarted under the same ID finds its previous life's
+	// registration in the agent, with other addresses. It must replace it,
+	// or peers keep joining and dialling addresses nobody listens on.
+	a := consultest.Start(t, consultest.Options{Datacenter: "dc1"})
+	c := a.Client(t)
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "n1", Name: "ssemesh", Address: "127.0.0.1", Port: 1,
+		Meta: map[string]string{NodeMetaDC: "dc1", NodeMetaTier: "0", NodeMetaGossip: "127.0.0.1:2", NodeMetaClient: "127.0.0.1:1"},
+	})
+	if err != nil {
+		t.Fatalf("stale registration: %v", err)
+	}
+	c1 := consulConfig(t, "n1", a)
+	m1 := startMesh(t, c1)
+	eventually(t, 10*time.Second, "registration carries this process's addresses", func() (bool, error) {
+		svc, _, err := c.Agent().Service("n1", nil)
+		if err != nil {
+			return false, err
+		}
+		return svc.Port == 18080 && svc.Meta[NodeMetaGossip] == m1.LocalAddr() && svc.Meta[NodeMetaClient] == c1.ClientAddr, nil
+	})
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/ssemesh/ssemesh/mesh"
@@ -69,6 +71,11 @@ func (n *Node) followMesh() {
 		case <-load.C:
 			n.mesh.SetLoad(n.relay.Clients(), n.relay.Streams())
 			n.pruneRoutes()
+			if n.expireAvoid() {
+				// A parent avoided after a failure or a refusal is a
+				// candidate again: the plan may prefer it.
+				n.reroute()
+			}
 		}
 	}
 }
@@ -109,9 +116,42 @@ func (n *Node) applyView() {
 	if v == nil {
 		return
 	}
-	n.plan.Store(topology.NewPlan(topologyView(v)))
+	tv := topologyView(v)
+	n.plan.Store(topology.NewPlan(tv))
 	n.updateMounts(v.Backends)
+	n.forgetAvoidOnChange(tv)
+	n.reroute()
+}
 
+// forgetAvoidOnChange clears the avoided parents when membership changed.
+// An avoid entry works around what the view did not know yet: a parent that
+// died, or one that could not serve because its own parent died. Once the
+// view knows, the plan routes around the dead node by itself, and keeping
+// the entries would only keep streams off healthy parents (a root that
+// answered 502 while the owner was dying is the new owner a moment later).
+// A parent that still fails is avoided again at its next failure.
+func (n *Node) forgetAvoidOnChange(v topology.View) {
+	ids := make([]string, 0, len(v.Nodes))
+	for _, m := range v.Nodes {
+		ids = append(ids, m.ID+"="+string(m.State))
+	}
+	sort.Strings(ids)
+	sig := strings.Join(ids, ",")
+	n.avoidMu.Lock()
+	defer n.avoidMu.Unlock()
+	if sig == n.members {
+		return
+	}
+	n.members = sig
+	if len(n.avoid) > 0 {
+		n.log.WithField("parents", len(n.avoid)).Info("membership changed: avoided parents are candidates again")
+		clear(n.avoid)
+	}
+}
+
+// reroute moves every stream whose chosen upstream differs from the one it
+// uses, make-before-break.
+func (n *Node) reroute() {
 	n.routesMu.Lock()
 	routes := make([]*route, 0, len(n.routes))
 	for _, rt := range n.routes {

@@ -87,6 +87,7 @@ func waitMembers(t *testing.T, want int, nodes ...*Node) {
 // tree is a started two-tier-plus-leaves mesh with its back end.
 type tree struct {
 	be     *backend.Backend
+	beAddr string
 	roots  []*Node
 	relays []*Node
 	leaves []*Node
@@ -110,28 +111,29 @@ func upstreamOf(n *Node, key string) string {
 
 // buildTree starts a back end registered in a real Consul agent and 2
 // roots, 2 relays and 4 leaves in dc1 that find each other through Consul.
-func buildTree(t *testing.T) (*tree, *consultest.Agent) {
+// mutate, when set, adjusts every node's configuration.
+func buildTree(t *testing.T, mutate func(*Config)) (*tree, *consultest.Agent) {
 	t.Helper()
 	consultest.Require(t)
 	agent := consultest.Start(t, consultest.Options{Datacenter: "dc1"})
 	be, addr := startBackend(t, backend.Config{})
 	registerBackend(t, agent.Client(t), "changelog", addr, streamPath)
 
-	tr := &tree{be: be}
+	tr := &tree{be: be, beAddr: addr}
 	spec := func(id string, tier int) meshSpec {
 		return meshSpec{id: id, dc: "dc1", tier: tier, consul: agent.HTTPAddr}
 	}
-	tr.roots = []*Node{meshNode(t, spec("root-a", 0), nil), meshNode(t, spec("root-b", 0), nil)}
+	tr.roots = []*Node{meshNode(t, spec("root-a", 0), mutate), meshNode(t, spec("root-b", 0), mutate)}
 	seed := []string{tr.roots[0].mesh.LocalAddr()}
 	for _, id := range []string{"relay-a", "relay-b"} {
 		s := spec(id, 1)
 		s.seeds = seed
-		tr.relays = append(tr.relays, meshNode(t, s, nil))
+		tr.relays = append(tr.relays, meshNode(t, s, mutate))
 	}
 	for _, id := range []string{"leaf-a", "leaf-b", "leaf-c", "leaf-d"} {
 		s := spec(id, 2)
 		s.seeds = seed
-		tr.leaves = append(tr.leaves, meshNode(t, s, nil))
+		tr.leaves = append(tr.leaves, meshNode(t, s, mutate))
 	}
 	waitMembers(t, 8, tr.all()...)
 	for _, n := range tr.all() {
@@ -168,7 +170,7 @@ func expectAll(t *testing.T, cs []*sseClient, from, to int) {
 }
 
 func TestMeshTreeServesOneBackendConnection(t *testing.T) {
-	tr, _ := buildTree(t)
+	tr, _ := buildTree(t, nil)
 	cs := spreadClients(t, tr.leaves, 50)
 	for _, l := range tr.leaves {
 		waitFor(t, "leaf clients attached", 10*time.Second, func() bool { return l.Relay().Clients() == 50 })
@@ -228,7 +230,7 @@ func TestMeshTreeServesOneBackendConnection(t *testing.T) {
 }
 
 func TestMeshHardKillOfRelayLosesNothing(t *testing.T) {
-	tr, _ := buildTree(t)
+	tr, _ := buildTree(t, nil)
 	cs := spreadClients(t, tr.leaves, 10)
 	tr.be.Publish(streamPath, 10)
 	expectAll(t, cs, 1, 10)
@@ -261,7 +263,7 @@ func TestMeshHardKillOfRelayLosesNothing(t *testing.T) {
 }
 
 func TestMeshOwnerRootTakeover(t *testing.T) {
-	tr, _ := buildTree(t)
+	tr, _ := buildTree(t, nil)
 	cs := spreadClients(t, tr.leaves, 10)
 	tr.be.Publish(streamPath, 10)
 	expectAll(t, cs, 1, 10)

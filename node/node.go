@@ -37,6 +37,9 @@ type Node struct {
 	plan    atomic.Pointer[topology.Plan]
 	avoidMu sync.Mutex
 	avoid   map[string]time.Time
+	// members is the membership the avoid entries were made under; see
+	// forgetAvoidOnChange.
+	members string
 	stop    chan struct{} // closed when shutdown begins
 	// peerClient asks other nodes' admin APIs for the topology report.
 	peerClient *http.Client

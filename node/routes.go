@@ -156,6 +156,22 @@ func (n *Node) avoidNode(id, reason string) {
 	n.avoid[id] = time.Now().Add(n.cfg.Mesh.AvoidFor.D())
 }
 
+// expireAvoid drops avoid entries that ran out and reports whether any did:
+// streams that were steered away from those parents may move back.
+func (n *Node) expireAvoid() bool {
+	n.avoidMu.Lock()
+	defer n.avoidMu.Unlock()
+	now := time.Now()
+	expired := false
+	for id, until := range n.avoid {
+		if now.After(until) {
+			delete(n.avoid, id)
+			expired = true
+		}
+	}
+	return expired
+}
+
 // avoided is the set of parents to skip now.
 func (n *Node) avoided() map[string]bool {
 	n.avoidMu.Lock()

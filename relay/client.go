@@ -142,6 +142,22 @@ func (c *client) finish(reason string) {
 	})
 }
 
+// watchHangup finishes a child node's subscription as soon as the child
+// closes its end. Writes find a departed client only when there is something
+// to write, and a node handing its children over before it leaves waits for
+// exactly that; on an idle stream it would wait a whole heartbeat. Child
+// connections are few, so each gets a reader; a child sends nothing after
+// its request, so anything read is discarded.
+func (c *client) watchHangup() {
+	var b [256]byte
+	for {
+		if _, err := c.conn.Read(b[:]); err != nil {
+			break
+		}
+	}
+	c.finish("")
+}
+
 // reasonFor classifies a failed blocking write.
 func reasonFor(err error) string {
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -106,6 +106,10 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 			}
 		}
 		c.pending = head
+		if c.child && !r.goOwned(c.watchHangup) {
+			c.finish("")
+			return nil
+		}
 	} else {
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")

@@ -3,6 +3,7 @@ package consultest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +64,10 @@ type Agent struct {
 	NodeName string
 	// LogPath is the file holding the agent's combined output.
 	LogPath string
+	// ConfigDir is the agent's -config-dir: service definitions written
+	// there (WriteService) are loaded at every start, the way operators
+	// register services on an agent that is down.
+	ConfigDir string
 
 	bin   string
 	opts  Options
@@ -98,6 +103,7 @@ func Start(t testing.TB, o Options) *Agent {
 		Datacenter: o.Datacenter,
 		NodeName:   o.NodeName,
 		LogPath:    filepath.Join(t.TempDir(), "consul-"+sanitize(o.NodeName)+".log"),
+		ConfigDir:  t.TempDir(),
 		bin:        bin,
 		opts:       o,
 	}
@@ -172,6 +178,25 @@ func (a *Agent) Restart(t testing.TB) {
 			err = fmt.Errorf("%w (last attempt: %w)", err, lastErr)
 		}
 		t.Fatalf("consultest: restarting agent %s: %v", a.NodeName, err)
+	}
+}
+
+// WriteService writes a service definition into the agent's config
+// directory. The agent loads it at its next start or restart; a running agent
+// does not see it (use the HTTP API for that).
+func (a *Agent) WriteService(t testing.TB, reg *api.AgentServiceRegistration) {
+	t.Helper()
+	def := map[string]any{"service": map[string]any{
+		"id": reg.ID, "name": reg.Name, "address": reg.Address, "port": reg.Port,
+		"tags": reg.Tags, "meta": reg.Meta,
+	}}
+	b, err := json.Marshal(def)
+	if err != nil {
+		t.Fatalf("consultest: encoding service %s: %v", reg.ID, err)
+	}
+	path := filepath.Join(a.ConfigDir, "service-"+sanitize(reg.ID)+".json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatalf("consultest: writing service %s: %v", reg.ID, err)
 	}
 }
 
@@ -269,6 +294,9 @@ func (a *Agent) args() []string {
 		"-log-level", "info",
 		// Tests must not reach the Internet.
 		"-hcl", "disable_update_check = true",
+	}
+	if a.ConfigDir != "" {
+		args = append(args, "-config-dir", a.ConfigDir)
 	}
 	for _, addr := range a.opts.JoinWAN {
 		args = append(args, "-retry-join-wan", addr)

@@ -1,0 +1,407 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/mesh"
+	"github.com/ssemesh/ssemesh/topology"
+)
+
+// publisher publishes one event on a stream every interval while a failover
+// runs, so that the failover happens with traffic in flight.
+type publisher struct {
+	be   *backend.Backend
+	path string
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	last int
+}
+
+// startPublisher publishes at most max events, one per interval, until Stop.
+func startPublisher(t *testing.T, be *backend.Backend, path string, every time.Duration, max int) *publisher {
+	p := &publisher{be: be, path: path, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; i < max; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			id := be.Publish(path, 1)
+			p.mu.Lock()
+			p.last = int(id)
+			p.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { p.Stop() })
+	return p
+}
+
+// Stop ends publishing and returns the id of the last event published.
+func (p *publisher) Stop() int {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
+
+// childrenOf lists the nodes whose upstream for the stream is parent.
+func childrenOf(parent string, nodes []*Node) []*Node {
+	var out []*Node
+	for _, n := range nodes {
+		if upstreamOf(n, streamPath) == parent {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// busiest is the node among candidates carrying the most of nodes.
+func busiest(candidates, nodes []*Node) *Node {
+	var best *Node
+	for _, c := range candidates {
+		if best == nil || len(childrenOf(c.ID(), nodes)) > len(childrenOf(best.ID(), nodes)) {
+			best = c
+		}
+	}
+	return best
+}
+
+// gapsAndSwitches sums announced gaps and make-before-break switches.
+func gapsAndSwitches(nodes []*Node) (gaps, switches uint64) {
+	for _, n := range nodes {
+		s := n.Relay().Metrics().Snapshot()
+		gaps += s.Gaps
+		switches += s.Reparents
+	}
+	return gaps, switches
+}
+
+func TestMeshGracefulRelayLeave(t *testing.T) {
+	// A relay that shuts down hands its children over before it closes
+	// anything: it goes unready, announces draining over gossip and leaves
+	// Consul; its child nodes switch make-before-break and the relay stops
+	// waiting as soon as the last one has gone, not at the end of the
+	// handoff period. Its own clients are closed with a retry hint and
+	// resume elsewhere with Last-Event-ID.
+	const handoff = 30 * time.Second
+	tr, _ := buildTree(t, func(c *Config) {
+		c.Mesh.Handoff = Duration(handoff)
+		c.Drain = Duration(500 * time.Millisecond)
+		c.Relay.DrainRetry = Duration(200 * time.Millisecond)
+	})
+	cs := spreadClients(t, tr.leaves, 5)
+	victim := busiest(tr.relays, tr.leaves)
+	moved := childrenOf(victim.ID(), tr.leaves)
+	if len(moved) == 0 {
+		t.Fatal("no leaf takes the stream from a relay")
+	}
+	direct := make([]*sseClient, 3)
+	for i := range direct {
+		direct[i] = dial(t, "http://"+victim.Addr()+streamPath, nil)
+	}
+	waitFor(t, "direct clients attached", 10*time.Second, func() bool { return victim.Relay().Clients() == 3+len(moved) })
+	tr.be.Publish(streamPath, 10)
+	expectAll(t, append(slices.Clone(cs), direct...), 1, 10)
+
+	// The stream is idle while the relay leaves: nothing is written that
+	// would reveal a departed child, so the relay must watch for it.
+	ready := "http://" + victim.AdminAddr() + "/readyz"
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- victim.Shutdown(context.Background()) }()
+	// Readiness goes first: Consul's check and load balancers stop sending.
+	waitFor(t, "readyz 503 while leaving", 5*time.Second, func() bool {
+		resp, err := http.Get(ready)
+		if err != nil {
+			return true // already closed: it was unready before that
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("graceful leave of %s: %d child nodes moved, shutdown took %s", victim.ID(), len(moved), took.Round(time.Millisecond))
+	if took >= handoff {
+		t.Fatalf("shutdown took %s: it waited out the handoff period instead of seeing its children leave", took)
+	}
+	for _, l := range moved {
+		if p := upstreamOf(l, streamPath); p == victim.ID() || !strings.HasPrefix(p, "relay-") {
+			t.Errorf("leaf %s takes the stream from %q after %s left, want the other relay", l.ID(), p, victim.ID())
+		}
+	}
+
+	// The relay's own clients had everything and get a retry hint with the
+	// close; each resumes on a leaf from where it stopped.
+	resumed := make([]*sseClient, len(direct))
+	for i, c := range direct {
+		evs := c.expectEnd(t, 10*time.Second)
+		var ids []string
+		retry := false
+		for _, ev := range evs {
+			if ev.HasData {
+				ids = append(ids, ev.ID)
+			}
+			if ev.Retry >= 0 {
+				retry = true
+			}
+		}
+		if !retry {
+			t.Errorf("direct client %d: no retry hint before the close", i)
+		}
+		if len(ids) != 0 {
+			t.Fatalf("direct client %d got %v after the first ten, want nothing", i, ids)
+		}
+		resumed[i] = dial(t, "http://"+tr.leaves[i].Addr()+streamPath, http.Header{"Last-Event-ID": {"10"}})
+	}
+
+	tr.be.Publish(streamPath, 10)
+	expectAll(t, append(slices.Clone(cs), resumed...), 11, 20)
+	if gaps, switches := gapsAndSwitches(tr.leaves); gaps != 0 || switches < uint64(len(moved)) {
+		t.Errorf("leaves announced %d gaps and made %d switches; want 0 gaps and at least %d switches", gaps, switches, len(moved))
+	}
+	if st := tr.be.Stats(streamPath); st.Total != 1 {
+		t.Errorf("back end saw %d connections, want 1: a relay's leave must not reach it", st.Total)
+	}
+}
+
+func TestMeshNewRelayTakesChildrenWithoutLoss(t *testing.T) {
+	// A relay that joins wins some leaves by rendezvous hashing; they move
+	// to it make-before-break: no gap, no duplicate, no failed upstream.
+	tr, agent := buildTree(t, nil)
+	cs := spreadClients(t, tr.leaves, 5)
+	tr.be.Publish(streamPath, 5)
+	expectAll(t, cs, 1, 5)
+
+	// Pick a relay name that the current plan would hand at least one leaf.
+	v := topologyView(tr.leaves[0].MeshView())
+	var newID string
+	var winners []string
+	for i := 0; i < 50 && newID == ""; i++ {
+		id := "relay-new-" + strconv.Itoa(i)
+		tv := v
+		tv.Nodes = append(slices.Clone(v.Nodes), topology.Node{ID: id, DC: "dc1", Tier: 1, ClientAddr: "127.0.0.1:1", Capacity: 1000, State: topology.StateAlive})
+		plan := topology.NewPlan(tv)
+		for _, l := range tr.leaves {
+			if c := plan.Choose(l.ID(), streamPath, "dc1", nil); c.OK && !c.Backend && c.Parent.ID == id {
+				winners = append(winners, l.ID())
+			}
+		}
+		if len(winners) > 0 {
+			newID = id
+		}
+	}
+	if newID == "" {
+		t.Fatal("no relay name in 50 takes a leaf: rendezvous hashing is not spreading")
+	}
+	errsBefore := upstreamErrors(tr.leaves)
+	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 1000)
+	nr := meshNode(t, meshSpec{id: newID, dc: "dc1", tier: 1, consul: agent.HTTPAddr, seeds: []string{tr.roots[0].GossipAddr()}}, nil)
+	for _, l := range tr.leaves {
+		if slices.Contains(winners, l.ID()) {
+			waitFor(t, "leaf "+l.ID()+" moved to "+newID, 15*time.Second, func() bool {
+				return upstreamOf(l, streamPath) == newID && nr.Relay().ChildClients() > 0
+			})
+		}
+	}
+	last := pub.Stop()
+	expectAll(t, cs, 6, last)
+	if gaps, switches := gapsAndSwitches(tr.leaves); gaps != 0 || switches < uint64(len(winners)) {
+		t.Errorf("leaves announced %d gaps and made %d switches; want 0 gaps, at least %d switches", gaps, switches, len(winners))
+	}
+	if after := upstreamErrors(tr.leaves); after != errsBefore {
+		t.Errorf("leaves counted %d upstream errors during a planned move (before: %d)", after, errsBefore)
+	}
+}
+
+// upstreamErrors sums the nodes' failed upstream attempts.
+func upstreamErrors(nodes []*Node) uint64 {
+	var n uint64
+	for _, node := range nodes {
+		for _, v := range node.Relay().Metrics().Snapshot().UpstreamErrors {
+			n += v
+		}
+	}
+	return n
+}
+
+func TestMeshRootRestartCycle(t *testing.T) {
+	// Kill the owning root, let the other take over, then start the owner
+	// again under the same ID (new ports; its old Consul registration still
+	// names the old ones). Ownership returns to it, since rendezvous
+	// hashing is stable, and the back end sees one connection per owner and
+	// never two for longer than a switch.
+	tr, agent := buildTree(t, nil)
+	cs := spreadClients(t, tr.leaves, 5)
+	tr.be.Publish(streamPath, 5)
+	expectAll(t, cs, 1, 5)
+
+	var owner, other *Node
+	for _, r := range tr.roots {
+		if upstreamOf(r, streamPath) == "" {
+			owner = r
+		} else {
+			other = r
+		}
+	}
+	if owner == nil || other == nil {
+		t.Fatal("no single owner among the roots")
+	}
+	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 2000)
+	start := time.Now()
+	owner.Kill()
+	waitFor(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
+		return upstreamOf(other, streamPath) == "" && tr.be.Stats(streamPath).Open == 1
+	})
+	t.Logf("takeover by %s within %s", other.ID(), time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	back := meshNode(t, meshSpec{id: owner.ID(), dc: "dc1", tier: 0, consul: agent.HTTPAddr, seeds: []string{other.GossipAddr()}}, nil)
+	waitFor(t, "ownership returns to the restarted root", 30*time.Second, func() bool {
+		return upstreamOf(back, streamPath) == "" && upstreamOf(other, streamPath) == back.ID() && tr.be.Stats(streamPath).Open == 1
+	})
+	t.Logf("ownership back at %s within %s of its restart", back.ID(), time.Since(start).Round(time.Millisecond))
+	// Nodes that avoided the dead root after their connection to it failed
+	// take it back as a parent once the avoid period ends.
+	nodes := append(slices.Clone(tr.relays), tr.leaves...)
+	nodes = append(nodes, other, back)
+	waitFor(t, "every node back on its planned parent", 30*time.Second, func() bool {
+		for _, n := range nodes {
+			if !onPlan(n) {
+				return false
+			}
+		}
+		return true
+	})
+	svc, _, err := agent.Client(t).Agent().Service(back.ID(), nil)
+	if err != nil || svc.Meta[mesh.NodeMetaClient] != back.Addr() {
+		t.Errorf("Consul registration of the restarted root: %+v (%v), want client address %s", svc, err, back.Addr())
+	}
+
+	last := pub.Stop()
+	expectAll(t, cs, 6, last)
+	st := tr.be.Stats(streamPath)
+	if st.Total != 3 || st.Open != 1 {
+		t.Fatalf("back end saw %d connections (%d open) over the cycle, want 3 (owner, successor, owner again) with 1 open", st.Total, st.Open)
+	}
+	for i, id := range st.LastEventIDs[1:] {
+		if id == "" {
+			t.Errorf("connection %d opened without Last-Event-ID", i+2)
+		}
+	}
+}
+
+func TestMeshSurvivesConsulOutage(t *testing.T) {
+	// The Consul agent goes away for 30 s. The mesh keeps serving from its
+	// last view; when the agent is back (having loaded a back end an
+	// operator registered while it was down), every node picks it up.
+	tr, agent := buildTree(t, nil)
+	cs := spreadClients(t, tr.leaves, 5)
+	tr.be.Publish(streamPath, 5)
+	expectAll(t, cs, 1, 5)
+
+	// The test agent keeps its catalogue in memory; definition files bring
+	// the back ends back at its restart, as a real agent's config would.
+	host, port, _ := strings.Cut(tr.beAddr, ":")
+	p, _ := strconv.Atoi(port)
+	agent.WriteService(t, &api.AgentServiceRegistration{
+		ID: "changelog-1", Name: "changelog", Address: host, Port: p,
+		Tags: []string{"ssemesh"}, Meta: map[string]string{mesh.MetaPath: streamPath},
+	})
+
+	pub := startPublisher(t, tr.be, streamPath, 50*time.Millisecond, 2000)
+	agent.Stop()
+	for _, n := range tr.all() {
+		waitFor(t, "outage noticed by "+n.ID(), 15*time.Second, func() bool { return !n.MeshView().ConsulOK })
+	}
+	// Clients keep getting events while Consul is down, and a new client
+	// on any leaf is served from the last known view.
+	outageStart := time.Now()
+	late := dial(t, "http://"+tr.leaves[3].Addr()+streamPath, nil)
+	first, err := strconv.Atoi(late.next(t, 10*time.Second).ID)
+	if err != nil {
+		t.Fatalf("late client: %v", err)
+	}
+	const liveblog = "/live/blog/sse"
+	agent.WriteService(t, &api.AgentServiceRegistration{
+		ID: "liveblog-1", Name: "liveblog", Address: host, Port: p,
+		Tags: []string{"ssemesh"}, Meta: map[string]string{mesh.MetaPath: liveblog},
+	})
+	// Hold the outage for 30 s in all; the late client must see every
+	// event, each within a few seconds, for the whole of it.
+	want := first + 1
+	for time.Since(outageStart) < 30*time.Second {
+		if id := late.next(t, 5*time.Second).ID; id != strconv.Itoa(want) {
+			t.Fatalf("late client got id %s during the outage, want %d", id, want)
+		}
+		want++
+	}
+	for _, n := range tr.all() {
+		if !n.ready.Load() {
+			t.Fatalf("node %s went unready during the Consul outage", n.ID())
+		}
+	}
+	agent.Restart(t)
+	for _, n := range tr.all() {
+		waitFor(t, n.ID()+" mounts the back end registered during the outage", 60*time.Second, func() bool {
+			v := n.MeshView()
+			return v.ConsulOK && n.findMount(liveblog) != nil
+		})
+	}
+	lb := dial(t, "http://"+tr.leaves[0].Addr()+liveblog, nil)
+	waitFor(t, "liveblog subscriber attached", 10*time.Second, func() bool { return tr.be.Stats(liveblog).Open == 1 })
+	tr.be.Publish(liveblog, 3)
+	if got := lb.ids(t, 3, 10*time.Second); !slices.Equal(got, seq(1, 3)) {
+		t.Fatalf("liveblog client got %v", got)
+	}
+
+	last := pub.Stop()
+	expectAll(t, cs, 6, last)
+	expectAll(t, []*sseClient{late}, want, last)
+	if st := tr.be.Stats(streamPath); st.Total != 1 {
+		t.Errorf("back end saw %d connections for %s across the outage, want 1", st.Total, streamPath)
+	}
+}
+
+// lastID is the id of the newest event published so far.
+func (p *publisher) lastID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
+
+// onPlan reports whether the node's stream uses the parent its current plan
+// chooses when nothing is avoided.
+func onPlan(n *Node) bool {
+	plan := n.plan.Load()
+	if plan == nil {
+		return false
+	}
+	c := plan.Choose(n.ID(), streamPath, "dc1", nil)
+	want := ""
+	if !c.Backend {
+		want = c.Parent.ID
+	}
+	return c.OK && upstreamOf(n, streamPath) == want
+}
