@@ -32,7 +32,7 @@ const (
 	DefaultPollInterval     = 5 * time.Second
 	DefaultMinQueryInterval = time.Second
 	DefaultWaitTime         = time.Minute
-	DefaultRetryMax         = 30 * time.Second
+	DefaultRetryMax         = 10 * time.Second
 	DefaultSettle           = 200 * time.Millisecond
 	DefaultRetain           = time.Minute
 	DefaultMetaInterval     = time.Second
@@ -145,6 +145,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Consul.DeregisterAfter, DefaultDeregisterAfter)
 	if c.Gossip.Fast {
 		def(&c.Consul.PollInterval, time.Second)
+		def(&c.Consul.RetryMax, 2*time.Second)
 	}
 	def(&c.Consul.PollInterval, DefaultPollInterval)
 	def(&c.Consul.MinQueryInterval, DefaultMinQueryInterval)

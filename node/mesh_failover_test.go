@@ -269,7 +269,9 @@ func TestMeshRootRestartCycle(t *testing.T) {
 		t.Fatal("no single owner among the roots")
 	}
 	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 2000)
+	cw := watchConns(t, tr.be, streamPath)
 	start := time.Now()
+	cw.mark("owner killed")
 	owner.Kill()
 	waitFor(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
 		return upstreamOf(other, streamPath) == "" && tr.be.Stats(streamPath).Open == 1
@@ -277,6 +279,7 @@ func TestMeshRootRestartCycle(t *testing.T) {
 	t.Logf("takeover by %s within %s", other.ID(), time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
+	cw.mark("owner restarts under its ID")
 	back := meshNode(t, meshSpec{id: owner.ID(), dc: "dc1", tier: 0, consul: agent.HTTPAddr, seeds: []string{other.GossipAddr()}}, nil)
 	waitFor(t, "ownership returns to the restarted root", 30*time.Second, func() bool {
 		return upstreamOf(back, streamPath) == "" && upstreamOf(other, streamPath) == back.ID() && tr.be.Stats(streamPath).Open == 1
@@ -301,6 +304,26 @@ func TestMeshRootRestartCycle(t *testing.T) {
 
 	last := pub.Stop()
 	expectAll(t, cs, 6, last)
+	changes := cw.Stop()
+	for _, c := range changes {
+		t.Logf("back end %+8.3fs: open %d, total %d %s", c.at.Seconds(), c.open, c.total, c.what)
+	}
+	// Two connections at once happen only inside a make-before-break
+	// switch, which holds both for one upstream handshake.
+	var samples []connChange
+	for _, c := range changes {
+		if c.what == "" {
+			samples = append(samples, c)
+		}
+	}
+	for i, c := range samples {
+		if c.open > 2 {
+			t.Errorf("back end held %d connections at %s", c.open, c.at)
+		}
+		if c.open == 2 && i+1 < len(samples) && samples[i+1].at-c.at > 2*time.Second {
+			t.Errorf("back end held two connections for %s", samples[i+1].at-c.at)
+		}
+	}
 	st := tr.be.Stats(streamPath)
 	if st.Total != 3 || st.Open != 1 {
 		t.Fatalf("back end saw %d connections (%d open) over the cycle, want 3 (owner, successor, owner again) with 1 open", st.Total, st.Open)
@@ -404,4 +427,69 @@ func onPlan(n *Node) bool {
 		want = c.Parent.ID
 	}
 	return c.OK && upstreamOf(n, streamPath) == want
+}
+
+// connWatch samples a stream's back-end connection counts and keeps every
+// change, for the figures in docs/topology.md and the two-connection bound.
+type connWatch struct {
+	be      *backend.Backend
+	path    string
+	t0      time.Time
+	stop    chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	changes []connChange
+}
+
+type connChange struct {
+	at          time.Duration
+	open, total int
+	what        string
+}
+
+func watchConns(t *testing.T, be *backend.Backend, path string) *connWatch {
+	w := &connWatch{be: be, path: path, t0: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		prev := connChange{open: -1}
+		for {
+			st := be.Stats(path)
+			if st.Open != prev.open || st.Total != prev.total {
+				prev = connChange{at: time.Since(w.t0), open: st.Open, total: st.Total}
+				w.mu.Lock()
+				w.changes = append(w.changes, prev)
+				w.mu.Unlock()
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { w.Stop() })
+	return w
+}
+
+// mark records an event of the test on the timeline.
+func (w *connWatch) mark(what string) {
+	st := w.be.Stats(w.path)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.changes = append(w.changes, connChange{at: time.Since(w.t0), open: st.Open, total: st.Total, what: "(" + what + ")"})
+}
+
+// Stop ends sampling and returns the timeline.
+func (w *connWatch) Stop() []connChange {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.changes)
 }

@@ -327,4 +327,16 @@ func TestForcedLoopIsRefused(t *testing.T) {
 		t.Fatal("no node counted a loop refusal")
 	}
 	waitFor(t, "streams released", 5*time.Second, func() bool { return a.Relay().Streams() == 0 && b.Relay().Streams() == 0 })
+
+	// The loop resolves once a takes the stream from the real back end:
+	// b's clients are fed through a, and nothing of the refusals lingers.
+	be, addr := startBackend(t, backend.Config{})
+	m, _ = newMount(BackendSpec{Name: "loop", URI: "http://" + addr + streamPath, Mount: streamPath})
+	a.setMounts([]*mount{m})
+	c := dial(t, "http://"+b.Addr()+streamPath, nil)
+	waitFor(t, "chain b -> a -> back end attached", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	be.Publish(streamPath, 3)
+	if got := c.ids(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
+		t.Fatalf("client of b got %v after the loop was broken", got)
+	}
 }

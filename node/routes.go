@@ -32,11 +32,15 @@ type route struct {
 }
 
 // route returns the stream's route, creating it for the first subscriber.
+// A route left from a stream the relay no longer holds is replaced: its
+// ancestry and back end belong to the request that opened the old stream,
+// and reusing them would refuse a chain that is no longer a loop.
 func (n *Node) route(key, path, query, backend string, via []string) *route {
+	open := n.relay.Has(key)
 	n.routesMu.Lock()
 	defer n.routesMu.Unlock()
 	rt := n.routes[key]
-	if rt == nil {
+	if rt == nil || !open {
 		rt = &route{n: n, key: key, path: path, query: query, backend: backend, via: via}
 		n.routes[key] = rt
 	}

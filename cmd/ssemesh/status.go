@@ -146,18 +146,6 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// getJSON fetches path and decodes its JSON answer into v.
-func (c *adminClient) getJSON(ctx context.Context, path string, v any) error {
-	_, body, err := c.get(ctx, path, nil)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("admin: decoding %s: %w", path, err)
-	}
-	return nil
-}
-
 // stickyWriter keeps the first write error, so a summary of many lines checks
 // it once.
 type stickyWriter struct {

@@ -2,114 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
-	"strings"
-	"time"
 )
-
-// adminTokenEnv names the environment variable holding the admin token, so
-// it need not appear in the process list.
-const adminTokenEnv = "SSEMESH_ADMIN_TOKEN"
-
-// adminTimeout bounds one admin API request: a mesh-wide report asks other
-// nodes, which can take a few seconds when some are unreachable.
-const adminTimeout = 20 * time.Second
-
-// adminFlags are the flags every admin API subcommand shares.
-type adminFlags struct {
-	admin string
-	token string
-}
-
-func (a *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.admin, "admin", "", "admin listener of any node: host:port or http(s)://host:port (required)")
-	fs.StringVar(&a.token, "token", "", "admin bearer token (default $"+adminTokenEnv+")")
-}
-
-// client validates the flags and builds the API client; the environment is
-// only read when --token is not given.
-func (a *adminFlags) client() (*adminClient, error) {
-	if a.admin == "" {
-		return nil, fmt.Errorf("%w: --admin is required (the admin listener of any node, e.g. 127.0.0.1:9090)", errUsage)
-	}
-	raw := a.admin
-	if !strings.Contains(raw, "://") {
-		raw = "http://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: --admin %q: want host:port or http(s)://host:port", errUsage, a.admin)
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	u.RawQuery, u.Fragment = "", ""
-	tok := a.token
-	if tok == "" {
-		tok = os.Getenv(adminTokenEnv)
-	}
-	return &adminClient{base: u, token: tok, http: &http.Client{Timeout: adminTimeout}}, nil
-}
-
-// adminClient reads a node's admin API.
-type adminClient struct {
-	base  *url.URL
-	token string
-	http  *http.Client
-}
-
-// get fetches path (with query) and returns the body of a 2xx answer, or
-// of any answer listed in also. Other answers become errors naming the
-// node's reason.
-func (c *adminClient) get(ctx context.Context, path string, query url.Values, also ...int) (int, []byte, error) {
-	u := *c.base
-	u.Path += path
-	u.RawQuery = query.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return 0, nil, fmt.Errorf("admin: building request for %s: %w", u.Redacted(), err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("admin: GET %s: %w", u.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return 0, nil, fmt.Errorf("admin: GET %s: reading the answer: %w", u.Redacted(), err)
-	}
-	if resp.StatusCode/100 == 2 {
-		return resp.StatusCode, body, nil
-	}
-	for _, s := range also {
-		if resp.StatusCode == s {
-			return resp.StatusCode, body, nil
-		}
-	}
-	reason := strings.TrimSpace(string(body))
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		reason = e.Error
-	}
-	if len(reason) > 300 {
-		reason = reason[:300] + "..."
-	}
-	hint := ""
-	if resp.StatusCode == http.StatusUnauthorized {
-		hint = " (give the node's admin.token with --token or $" + adminTokenEnv + ")"
-	}
-	return resp.StatusCode, nil, fmt.Errorf("admin: GET %s: %s: %s%s", u.Redacted(), resp.Status, reason, hint)
-}
 
 // cmdTopology prints the mesh's tree as one node sees it.
 func cmdTopology(ctx context.Context, args []string, stdout, stderr io.Writer) error {
