@@ -127,6 +127,24 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 	// would reveal a departed child, so the relay must watch for it.
 	ready := "http://" + victim.AdminAddr() + "/readyz"
 	start := time.Now()
+	movedAt := make(chan time.Duration, 1)
+	go func() {
+		// Record when the last child has moved, for the figures.
+		for time.Since(start) < handoff {
+			all := true
+			for _, l := range moved {
+				if upstreamOf(l, streamPath) == victim.ID() {
+					all = false
+				}
+			}
+			if all {
+				movedAt <- time.Since(start)
+				return
+			}
+			time.Sleep(2 * time.Millisecond) // sampling interval, not synchronisation
+		}
+		close(movedAt)
+	}()
 	shut := make(chan error, 1)
 	go func() { shut <- victim.Shutdown(context.Background()) }()
 	// Readiness goes first: Consul's check and load balancers stop sending.
@@ -142,7 +160,7 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 	took := time.Since(start)
-	t.Logf("graceful leave of %s: %d child nodes moved, shutdown took %s", victim.ID(), len(moved), took.Round(time.Millisecond))
+	t.Logf("graceful leave of %s: %d child nodes moved within %s, shutdown took %s", victim.ID(), len(moved), (<-movedAt).Round(time.Millisecond), took.Round(time.Millisecond))
 	if took >= handoff {
 		t.Fatalf("shutdown took %s: it waited out the handoff period instead of seeing its children leave", took)
 	}
@@ -386,12 +404,14 @@ func TestMeshSurvivesConsulOutage(t *testing.T) {
 		}
 	}
 	agent.Restart(t)
+	restarted := time.Now()
 	for _, n := range tr.all() {
 		waitFor(t, n.ID()+" mounts the back end registered during the outage", 60*time.Second, func() bool {
 			v := n.MeshView()
 			return v.ConsulOK && n.findMount(liveblog) != nil
 		})
 	}
+	t.Logf("every node mounted %s within %s of the agent's restart", liveblog, time.Since(restarted).Round(time.Millisecond))
 	lb := dial(t, "http://"+tr.leaves[0].Addr()+liveblog, nil)
 	waitFor(t, "liveblog subscriber attached", 10*time.Second, func() bool { return tr.be.Stats(liveblog).Open == 1 })
 	tr.be.Publish(liveblog, 3)
