@@ -76,18 +76,36 @@ func (s *consulState) status() (bool, string) {
 }
 
 func newConsulClients(cc ConsulConfig) (watch, short *api.Client, err error) {
-	watch, err = api.NewClient(&api.Config{Address: cc.Address, Scheme: "http", Token: cc.Token, Datacenter: cc.Datacenter})
-	if err != nil {
-		return nil, nil, fmt.Errorf("mesh: consul client for %s: %w", cc.Address, err)
+	// DefaultConfig reads the CONSUL_* environment (TLS files, SSL, token),
+	// so both clients honour the same TLS settings; the address, token and
+	// data centre given in the configuration take precedence.
+	base := api.DefaultConfig()
+	base.Address = cc.Address
+	if cc.Token != "" {
+		base.Token = cc.Token
 	}
-	hc, err := api.NewHttpClient(http.DefaultTransport.(*http.Transport).Clone(), api.TLSConfig{})
-	if err != nil {
-		return nil, nil, fmt.Errorf("mesh: consul http client: %w", err)
+	base.Datacenter = cc.Datacenter
+	client := func(timeout time.Duration) (*api.Client, error) {
+		hc, err := api.NewHttpClient(http.DefaultTransport.(*http.Transport).Clone(), base.TLSConfig)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: consul http client: %w", err)
+		}
+		hc.Timeout = timeout
+		conf := *base
+		conf.HttpClient = hc
+		c, err := api.NewClient(&conf)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: consul client for %s: %w", cc.Address, err)
+		}
+		return c, nil
 	}
-	hc.Timeout = shortCallTimeout
-	short, err = api.NewClient(&api.Config{Address: cc.Address, Scheme: "http", Token: cc.Token, Datacenter: cc.Datacenter, HttpClient: hc})
-	if err != nil {
-		return nil, nil, fmt.Errorf("mesh: consul client for %s: %w", cc.Address, err)
+	// Blocking queries hold the request for up to WaitTime: no client
+	// timeout on the watch client; contexts bound each call instead.
+	if watch, err = client(0); err != nil {
+		return nil, nil, err
+	}
+	if short, err = client(shortCallTimeout); err != nil {
+		return nil, nil, err
 	}
 	return watch, short, nil
 }

@@ -113,10 +113,16 @@ type Credentials struct {
 
 // MeshConfig places the node in the mesh (used when the mesh is enabled).
 type MeshConfig struct {
-	DC     string       `yaml:"dc"`
-	Tier   int          `yaml:"tier"`
-	Gossip GossipConfig `yaml:"gossip"`
-	Consul ConsulConfig `yaml:"consul"`
+	DC   string `yaml:"dc"`
+	Tier int    `yaml:"tier"`
+	// Advertise is the host (IP or DNS name) peers and Consul use to reach
+	// this node's client and admin listeners, on the ports they are bound
+	// to. Default: the host of gossip.advertise when set; otherwise the
+	// listener's own host, or the machine's private IPv4 address when the
+	// listener is bound to every interface (0.0.0.0, [::] or no host).
+	Advertise string       `yaml:"advertise"`
+	Gossip    GossipConfig `yaml:"gossip"`
+	Consul    ConsulConfig `yaml:"consul"`
 	// Settle coalesces membership flaps before streams are re-parented.
 	Settle Duration `yaml:"settle"`
 	// AvoidFor is how long a parent that failed or refused (508) is
@@ -356,7 +362,28 @@ func (c *Config) Validate() error {
 	if c.Mesh.Tier < 0 {
 		return &ConfigError{Key: "mesh.tier", Reason: "must be >= 0"}
 	}
+	if a := c.Mesh.Advertise; a != "" && !advertisable(a) {
+		return &ConfigError{Key: "mesh.advertise", Reason: fmt.Sprintf("want a host name or an IP address peers can reach, without port, got %q", a)}
+	}
+	if c.Mesh.AvoidFor < 0 {
+		return &ConfigError{Key: "mesh.avoid_for", Reason: "must not be negative"}
+	}
+	if c.Mesh.Handoff < 0 {
+		return &ConfigError{Key: "mesh.handoff", Reason: "must not be negative"}
+	}
+	if c.Mesh.Settle < 0 {
+		return &ConfigError{Key: "mesh.settle", Reason: "must not be negative"}
+	}
 	return nil
+}
+
+// advertisable reports whether host is something a peer can dial: an IP
+// address other than the unspecified one, or a host name.
+func advertisable(host string) bool {
+	if ip := net.ParseIP(host); ip != nil {
+		return !ip.IsUnspecified()
+	}
+	return !strings.ContainsAny(host, ":/ ")
 }
 
 func checkHostPort(key, v string) error {

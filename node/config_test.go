@@ -73,7 +73,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad log level", "log: {level: loud}\n", "log.level"},
 		{"bad cors origin", "cors: {allowed_origins: [news.example]}\n", "cors.allowed_origins[0]"},
 		{"tiny event limit", "relay: {max_event_bytes: 10}\n", "relay.max_event_bytes"},
-		{"backoff inverted", "relay: {backoff_min: 5s, backoff_max: 1s}\n", "relay.backoff.max"},
+		{"backoff inverted", "relay: {backoff_min: 5s, backoff_max: 1s}\n", "relay.backoff_max"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"sort"
 	"strings"
@@ -12,6 +14,54 @@ import (
 	"github.com/ssemesh/ssemesh/topology"
 )
 
+// advertised is the address peers dial for one of this node's listeners.
+func (n *Node) advertised(bound string) string {
+	host := n.cfg.Mesh.Advertise
+	if host == "" {
+		if h, _, err := net.SplitHostPort(n.cfg.Mesh.Gossip.Advertise); err == nil {
+			host = h
+		}
+	}
+	return advertiseAddr(bound, host, privateIPv4)
+}
+
+// advertiseAddr replaces bound's host with host, or, when host is empty and
+// bound is on every interface, with the machine's private address: a peer
+// dialling 0.0.0.0 or [::] reaches itself, not this node.
+func advertiseAddr(bound, host string, private func() (string, error)) string {
+	h, port, err := net.SplitHostPort(bound)
+	if err != nil || bound == "" {
+		return bound
+	}
+	if host == "" {
+		ip := net.ParseIP(h)
+		if h != "" && (ip == nil || !ip.IsUnspecified()) {
+			return bound
+		}
+		p, err := private()
+		if err != nil {
+			return bound
+		}
+		host = p
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// privateIPv4 is the machine's first private IPv4 address, the same choice
+// memberlist makes for gossip bound to every interface.
+func privateIPv4() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("listing interface addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsPrivate() {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", errors.New("no private IPv4 address on any interface: set mesh.advertise")
+}
+
 // startMesh joins gossip and Consul and starts following the view. It runs
 // once the listeners are up, since their addresses are what peers dial.
 func (n *Node) startMesh() error {
@@ -20,8 +70,8 @@ func (n *Node) startMesh() error {
 		NodeID:     n.cfg.NodeID,
 		DC:         mc.DC,
 		Tier:       mc.Tier,
-		ClientAddr: n.Addr(),
-		AdminAddr:  n.AdminAddr(),
+		ClientAddr: n.advertised(n.Addr()),
+		AdminAddr:  n.advertised(n.AdminAddr()),
 		Capacity:   n.cfg.Limits.MaxClients,
 		Gossip: mesh.GossipConfig{
 			Bind:      mc.Gossip.Bind,

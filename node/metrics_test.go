@@ -87,6 +87,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		// Cut the stalled client by its lag, as slow_test.go does.
 		c.Relay.WriteTimeout = Duration(time.Minute)
 		c.Relay.ClientLagBytes = 256 << 10
+		c.Relay.MaxEventBytes = 64 << 10
 	})
 
 	cs := make([]*sseClient, clients)

@@ -266,7 +266,14 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.Drain.D()+15*time.Second)
+	// The budget covers every step of a graceful stop in turn: leaving the
+	// mesh (bounded at 5 s), the handoff of child nodes, the client drain,
+	// and a margin for closing what is left.
+	budget := n.cfg.Drain.D() + 15*time.Second
+	if n.cfg.Mesh.Enabled() {
+		budget += 5*time.Second + n.cfg.Mesh.Handoff.D()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	return n.Shutdown(sctx)
 }

@@ -134,7 +134,7 @@ func quoteForError(s string) string {
 // is what Consul and operators usually reach a node by.
 func (n *Node) allowedAdminHosts() []string {
 	var names []string
-	for _, addr := range []string{n.cfg.Admin.Listen, n.AdminAddr()} {
+	for _, addr := range []string{n.cfg.Admin.Listen, n.AdminAddr(), n.advertised(n.AdminAddr())} {
 		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" {
 			names = append(names, h)
 		}

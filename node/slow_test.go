@@ -43,6 +43,7 @@ func TestStalledClientIsCutOthersKeepUp(t *testing.T) {
 		// cut by its lag, while it still blocks a write, not by a timeout.
 		c.Relay.WriteTimeout = Duration(time.Minute)
 		c.Relay.ClientLagBytes = 256 << 10
+		c.Relay.MaxEventBytes = 64 << 10
 	})
 	cs := make([]*sseClient, clients)
 	for i := range cs {

@@ -48,8 +48,8 @@ type Config struct {
 	// upstream for a client whose Last-Event-ID the ring no longer holds.
 	CatchUpTimeout time.Duration
 	// GapEvent is the event type sent to a client whose Last-Event-ID could
-	// not be resumed without loss. Empty disables the event (the client is
-	// then told only by the X-Ssemesh-Gap response header).
+	// not be resumed without loss. Empty disables the event; the gap is then
+	// only counted (ssemesh_gaps_total) and logged.
 	GapEvent string
 	// DrainRetry is the retry hint (ms, jittered) sent to clients closed by
 	// shutdown, so they come back spread out and elsewhere.
@@ -89,18 +89,18 @@ func (c Config) Validate() error {
 		ok   bool
 	}{
 		{"max_event_bytes", c.MaxEventBytes >= 1024},
-		{"ring.events", c.RingEvents >= 1},
-		{"ring.bytes", c.RingBytes >= int64(c.MaxEventBytes)},
-		{"ring.age", c.RingAge > 0},
+		{"ring_events", c.RingEvents >= 1},
+		{"ring_bytes", c.RingBytes >= int64(c.MaxEventBytes)},
+		{"ring_age", c.RingAge > 0},
 		{"linger", c.Linger >= 0},
 		{"heartbeat", c.Heartbeat > 0},
-		{"client_lag_bytes", c.ClientLagBytes >= 4096},
+		{"client_lag_bytes", c.ClientLagBytes >= 4096 && c.ClientLagBytes >= int64(c.MaxEventBytes)},
 		{"write_timeout", c.WriteTimeout > 0},
 		{"connect_timeout", c.ConnectTimeout > 0},
 		{"ready_timeout", c.ReadyTimeout > 0},
 		{"idle_timeout", c.IdleTimeout > 0},
-		{"backoff.min", c.BackoffMin > 0},
-		{"backoff.max", c.BackoffMax >= c.BackoffMin},
+		{"backoff_min", c.BackoffMin > 0},
+		{"backoff_max", c.BackoffMax >= c.BackoffMin},
 		{"connect_retries", c.ConnectRetries >= 0},
 		{"catch_up_timeout", c.CatchUpTimeout > 0},
 		{"drain_retry", c.DrainRetry >= 0},
@@ -117,12 +117,16 @@ func errInvalid(name string, c Config) error {
 	switch name {
 	case "max_event_bytes":
 		return fmt.Errorf("must be at least 1024, got %d", c.MaxEventBytes)
-	case "ring.bytes":
+	case "ring_bytes":
 		return fmt.Errorf("must hold at least one maximal event (%d bytes), got %d", c.MaxEventBytes, c.RingBytes)
-	case "backoff.max":
-		return fmt.Errorf("must be >= backoff.min (%s), got %s", c.BackoffMin, c.BackoffMax)
+	case "backoff_max":
+		return fmt.Errorf("must be >= backoff_min (%s), got %s", c.BackoffMin, c.BackoffMax)
 	case "client_lag_bytes":
-		return fmt.Errorf("must be at least 4096, got %d", c.ClientLagBytes)
+		// Below one maximal event, a single large event would cut every
+		// client that is catching up.
+		return fmt.Errorf("must be at least 4096 and at least max_event_bytes (%d), got %d", c.MaxEventBytes, c.ClientLagBytes)
+	case "linger", "drain_retry", "connect_retries":
+		return errors.New("must not be negative")
 	}
 	return errors.New("must be positive")
 }

@@ -73,9 +73,11 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 	if sr.HasLastEventID && !(s.hasLastID && s.lastID == sr.LastEventID) {
 		if seq, ok := s.ring.after(sr.LastEventID); ok {
 			c.next = seq
-		} else if s.originSet && s.origin == sr.LastEventID {
-			// The stream was opened upstream from this very id: everything
-			// it received since is what the subscriber misses.
+		} else if s.originSet && s.origin == sr.LastEventID && s.ring.first == 1 {
+			// The stream was opened upstream from this very id and the ring
+			// still holds everything received since: that is exactly what
+			// the subscriber misses. Once the ring has dropped its start,
+			// the subscriber goes through upstream catch-up instead.
 			c.next = 1
 		} else {
 			catchUp = true

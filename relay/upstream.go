@@ -68,8 +68,10 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 func jitterBackoff(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
 	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
-			if d := time.Duration(s) * time.Second; d <= max {
-				return d
+			// Compare in seconds: a huge value would overflow the Duration
+			// and wrap to an immediate retry.
+			if int64(s) <= int64(max/time.Second) {
+				return time.Duration(s) * time.Second
 			}
 			return max
 		}

@@ -43,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "run":
-		err = cmdRun(ctx, args[1:], stderr)
+		err = cmdRun(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "topology":
@@ -95,7 +95,7 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "YAML configuration file")
@@ -109,6 +109,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	tier := fs.Int("tier", -1, "tier: 0 = root next to the back ends, higher = further out (overrides mesh.tier)")
 	consul := fs.String("consul", "", "Consul agent host:port; enables back-end discovery and self-registration (overrides mesh.consul.address)")
 	gossip := fs.String("gossip", "", "gossip bind host:port; enables the mesh (overrides mesh.gossip.bind)")
+	advertise := fs.String("advertise", "", "host peers and Consul use to reach this node's listeners (overrides mesh.advertise)")
+	check := fs.Bool("check", false, "check the configuration, print the result and exit (0 = valid)")
 	var seeds multiFlag
 	fs.Var(&seeds, "seed", "gossip address of a node to join (repeatable; overrides mesh.gossip.seeds)")
 	var backends multiFlag
@@ -162,6 +164,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(seeds) > 0 {
 		cfg.Mesh.Gossip.Seeds = seeds
 	}
+	if *advertise != "" {
+		cfg.Mesh.Advertise = *advertise
+	}
 	if cfg.Mesh.Consul.Address != "" && cfg.Mesh.Gossip.Bind == "" {
 		cfg.Mesh.Gossip.Bind = "0.0.0.0:7946"
 	}
@@ -177,6 +182,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if *check {
+		fmt.Fprintf(stdout, "configuration ok: %d back end(s) configured, mesh %v\n", len(cfg.Backends), cfg.Mesh.Enabled())
+		return nil
 	}
 	n, err := node.New(cfg, nil)
 	if err != nil {
