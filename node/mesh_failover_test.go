@@ -513,3 +513,37 @@ func (w *connWatch) Stop() []connChange {
 	defer w.mu.Unlock()
 	return slices.Clone(w.changes)
 }
+
+func TestMeshAvoidedParentIsTakenBackAfterAvoidPeriod(t *testing.T) {
+	// A leaf that avoided its planned parent (after a failure or refusal)
+	// goes back to it once the avoid period is over, make-before-break,
+	// though nothing in the membership changed.
+	const avoidFor = 2 * time.Second
+	tr, _ := buildTree(t, func(c *Config) { c.Mesh.AvoidFor = Duration(avoidFor) })
+	cs := spreadClients(t, tr.leaves, 3)
+	tr.be.Publish(streamPath, 5)
+	expectAll(t, cs, 1, 5)
+
+	leaf := tr.leaves[0]
+	planned := upstreamOf(leaf, streamPath)
+	if !strings.HasPrefix(planned, "relay-") {
+		t.Fatalf("leaf takes the stream from %q, want a relay", planned)
+	}
+	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 1000)
+	leaf.avoidNode(planned, "test: parent refused")
+	leaf.reroute()
+	waitFor(t, "leaf moved off the avoided parent", 10*time.Second, func() bool {
+		p := upstreamOf(leaf, streamPath)
+		return p != planned && strings.HasPrefix(p, "relay-")
+	})
+	moved := time.Now()
+	waitFor(t, "leaf back on its planned parent", 10*avoidFor, func() bool { return upstreamOf(leaf, streamPath) == planned })
+	if back := time.Since(moved); back < avoidFor/2 {
+		t.Fatalf("leaf returned after %s, before the avoid period (%s) was over", back, avoidFor)
+	}
+	last := pub.Stop()
+	expectAll(t, cs, 6, last)
+	if gaps, _ := gapsAndSwitches(tr.leaves); gaps != 0 {
+		t.Fatalf("%d gaps announced", gaps)
+	}
+}

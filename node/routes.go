@@ -128,8 +128,13 @@ func (rt *route) viaHeader(base http.Header) http.Header {
 }
 
 // current reports the parent the stream uses now ("" = back end) and
-// whether a choice was made at all.
+// whether a choice was made at all: the relay's live connection when there
+// is one (a switch the new parent refused leaves the stream on the old),
+// else the last choice.
 func (rt *route) current() (string, bool) {
+	if p, live := rt.n.relay.LiveParent(rt.key); live {
+		return p, true
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	return rt.parent, rt.chosen
@@ -176,18 +181,17 @@ func (n *Node) expireAvoid() bool {
 	return expired
 }
 
-// avoided is the set of parents to skip now.
+// avoided is the set of parents to skip now. Expired entries are left for
+// expireAvoid, which re-evaluates the streams when it drops them.
 func (n *Node) avoided() map[string]bool {
 	n.avoidMu.Lock()
 	defer n.avoidMu.Unlock()
 	now := time.Now()
 	out := make(map[string]bool, len(n.avoid))
 	for id, until := range n.avoid {
-		if now.After(until) {
-			delete(n.avoid, id)
-			continue
+		if now.Before(until) {
+			out[id] = true
 		}
-		out[id] = true
 	}
 	return out
 }

@@ -60,6 +60,7 @@ type stream struct {
 	dispatched uint64
 	drainBy    time.Time // non-zero: close every subscriber by then
 	label      string    // upstream label, for reports
+	parent     string    // Target.Parent of the connection delivering now
 	lastErr    string
 	reconnects uint64
 	eventsIn   uint64
@@ -181,10 +182,11 @@ func (s *stream) kickDispatcher() {
 }
 
 // setLive records the first successful upstream answer.
-func (s *stream) setLive(label string) {
+func (s *stream) setLive(t Target) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.label = label
+	s.label = t.Label
+	s.parent = t.Parent
 	if s.state == stateConnecting {
 		s.state = stateLive
 		close(s.ready)
@@ -317,6 +319,25 @@ func (s *stream) info() Info {
 		LastError:   s.lastErr,
 		Opened:      s.opened,
 	}
+}
+
+// LiveParent reports the parent node (Target.Parent; "" for a back end) of
+// the connection the stream is reading now, and false while the stream has
+// no live connection. A requested switch that the new target refused leaves
+// the stream where it was; this says where that is.
+func (r *Relay) LiveParent(key string) (string, bool) {
+	r.mu.Lock()
+	s := r.streams[key]
+	r.mu.Unlock()
+	if s == nil {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateLive {
+		return "", false
+	}
+	return s.parent, true
 }
 
 // StreamInfo describes every open stream.

@@ -47,12 +47,20 @@ func newUpstreamClient(cfg Config, log logrus.FieldLogger) *retryablehttp.Client
 	return c
 }
 
+// failFastKey marks a request to an upstream that has alternatives (another
+// parent node, another back-end instance): the stream moves on to the next
+// one at once instead of retrying this one, honouring its Retry-After.
+type failFastKey struct{}
+
 // checkRetry retries transport errors, 429 and 5xx (but not 501), never a
 // cancelled context, never another status: a 4xx or 204 is the back end's
 // answer and is passed on.
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
+	}
+	if ctx.Value(failFastKey{}) != nil {
+		return false, nil
 	}
 	if err != nil {
 		return true, nil
@@ -135,6 +143,9 @@ func (s *stream) connect(ctx context.Context, t Target, lastID string, hasLastID
 	}
 	if hasLastID {
 		req.Header.Set("Last-Event-ID", lastID)
+	}
+	if t.Fallback {
+		req = req.WithContext(context.WithValue(ctx, failFastKey{}, true))
 	}
 	resp, err := s.r.http.Do(req)
 	if err != nil {
@@ -225,14 +236,14 @@ func (s *stream) runUpstream() {
 				return
 			}
 			s.noteFailure(&failures, refusal.Reason)
-			s.sleep(s.retryFloor(backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
+			s.sleep(s.retryFloor(t, backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
 			attempt++
 			continue
 		}
 		skip := 0
 		for resp != nil {
 			s.r.metrics.UpstreamConnects.Add(1)
-			s.setLive(t.Label)
+			s.setLive(t)
 			if failures > 0 {
 				s.log.WithField("upstream", t.Label).WithField("failures", failures).Info("upstream reconnected")
 				failures = 0
@@ -262,7 +273,7 @@ func (s *stream) runUpstream() {
 		}
 		prev = &Attempt{Target: t, Reason: reason}
 		s.noteFailure(&failures, reason)
-		s.sleep(s.retryFloor(backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
+		s.sleep(s.retryFloor(t, backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
 		attempt++
 	}
 }
@@ -316,6 +327,11 @@ func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int,
 			if refusal != nil {
 				if wctx.Err() == nil {
 					s.log.WithField("to", nt.Label).WithField("reason", refusal.Reason).Warn("new upstream refused: staying on the current one")
+					// Report the refusal so the target function can steer
+					// away from it (a node avoids that parent for a while);
+					// the stream stays where it is, so the choice it
+					// returns is not used now.
+					_, _ = s.target(&Attempt{Target: nt, Status: refusal.Upstream, Reason: refusal.Reason})
 				}
 				continue
 			}
@@ -352,8 +368,14 @@ func (s *stream) noteFailure(failures *int, reason string) {
 	}
 }
 
-// retryFloor raises a backoff to the upstream's own retry: value.
-func (s *stream) retryFloor(d time.Duration) time.Duration {
+// retryFloor raises a backoff to the upstream's own retry: value, the pace
+// the back end asked its clients to reconnect at. It does not apply after a
+// parent node failed: the next attempt goes to another node, and re-parenting
+// must not wait for a delay meant for the back end.
+func (s *stream) retryFloor(t Target, d time.Duration) time.Duration {
+	if t.Parent != "" {
+		return d
+	}
 	s.mu.Lock()
 	r := s.retry
 	s.mu.Unlock()

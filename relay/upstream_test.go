@@ -165,6 +165,7 @@ func TestCheckRetry(t *testing.T) {
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	transportErr := errors.New("connection reset by peer")
+	failFast := context.WithValue(context.Background(), failFastKey{}, true)
 	tests := []struct {
 		name    string
 		ctx     context.Context
@@ -189,6 +190,8 @@ func TestCheckRetry(t *testing.T) {
 		{"503", context.Background(), 503, nil, true, nil},
 		{"504", context.Background(), 504, nil, true, nil},
 		{"508", context.Background(), 508, nil, true, nil},
+		{"503 with alternatives", failFast, 503, nil, false, nil},
+		{"transport error with alternatives", failFast, 0, transportErr, false, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -573,6 +576,34 @@ func TestConnectRequestHeaders(t *testing.T) {
 			}
 			if req.host != wantHost {
 				t.Errorf("Host = %q, want %q", req.host, wantHost)
+			}
+		})
+	}
+}
+
+func TestRetryFloorAppliesToBackEndsOnly(t *testing.T) {
+	cfg := testConfig()
+	cfg.BackoffMax = 30 * time.Second
+	r := newTestRelay(t, cfg)
+	s := &stream{r: r, retry: 5000}
+	backoffMax := r.cfg.BackoffMax
+	tests := []struct {
+		name   string
+		target Target
+		d      time.Duration
+		want   time.Duration
+	}{
+		{"back end raises to its retry", Target{URL: "http://be/s"}, 100 * time.Millisecond, 5 * time.Second},
+		{"back end above its retry kept", Target{URL: "http://be/s"}, 6 * time.Second, 6 * time.Second},
+		{"parent node never waits for the back end's retry", Target{URL: "http://node/s", Parent: "relay-a"}, 100 * time.Millisecond, 100 * time.Millisecond},
+	}
+	if backoffMax < 5*time.Second {
+		t.Fatalf("test config BackoffMax %s is below the retry under test", backoffMax)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.retryFloor(tc.target, tc.d); got != tc.want {
+				t.Fatalf("retryFloor = %s, want %s", got, tc.want)
 			}
 		})
 	}
