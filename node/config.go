@@ -203,27 +203,38 @@ var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}
 
 // Interpolate replaces ${VAR} and ${VAR:-default} with values from lookup;
 // $$ is a literal $. A ${VAR} that is unset and has no default is an error
-// (naming the line), since a silently empty credential is worse than none.
+// naming its line, since a silently empty credential is worse than none.
+// Comment lines (first non-blank character '#') are left as they are, so a
+// commented-out setting cannot stop the node.
 func Interpolate(src []byte, lookup func(string) (string, bool)) ([]byte, error) {
-	var errs []string
-	out := envRef.ReplaceAllFunc(src, func(m []byte) []byte {
-		if string(m) == "$$" {
-			return []byte("$")
+	out := make([]byte, 0, len(src))
+	for i, line := range bytes.SplitAfter(src, []byte("\n")) {
+		if t := bytes.TrimLeft(line, " \t"); len(t) > 0 && t[0] == '#' {
+			out = append(out, line...)
+			continue
 		}
-		sub := envRef.FindSubmatch(m)
-		name := string(sub[1])
-		if v, ok := lookup(name); ok && (v != "" || sub[2] == nil) {
-			return []byte(v)
+		missing := ""
+		line = envRef.ReplaceAllFunc(line, func(m []byte) []byte {
+			if string(m) == "$$" {
+				return []byte("$")
+			}
+			sub := envRef.FindSubmatch(m)
+			name := string(sub[1])
+			if v, ok := lookup(name); ok && (v != "" || sub[2] == nil) {
+				return []byte(v)
+			}
+			if sub[2] != nil {
+				return sub[3]
+			}
+			if missing == "" {
+				missing = name
+			}
+			return m
+		})
+		if missing != "" {
+			return nil, &ConfigError{Key: "line " + strconv.Itoa(i+1), Reason: fmt.Sprintf("environment variable %s is not set and has no default (write ${%s:-default})", missing, missing)}
 		}
-		if sub[2] != nil {
-			return sub[3]
-		}
-		errs = append(errs, name)
-		return m
-	})
-	if len(errs) > 0 {
-		line := 1 + bytes.Count(src[:bytes.Index(src, []byte("${"+errs[0]))], []byte("\n"))
-		return nil, &ConfigError{Key: "line " + strconv.Itoa(line), Reason: fmt.Sprintf("environment variable %s is not set and has no default (write ${%s:-default})", errs[0], errs[0])}
+		out = append(out, line...)
 	}
 	return out, nil
 }
@@ -323,33 +334,37 @@ func (c *Config) Validate() error {
 			return &ConfigError{Key: key + ".name", Reason: fmt.Sprintf("duplicate back end %q", b.Name)}
 		}
 		names[b.Name] = true
-		if b.URI == "" && c.Mesh.Consul.Address != "" {
-			// Found in Consul: this entry only adds headers and credentials.
-			continue
-		}
-		u, err := url.Parse(b.URI)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return &ConfigError{Key: key + ".uri", Reason: fmt.Sprintf("want an absolute http or https URL, got %q", b.URI)}
-		}
-		if u.User != nil {
-			return &ConfigError{Key: key + ".uri", Reason: "credentials do not belong in the URI: use credentials.username/password"}
-		}
-		if b.Mount == "" {
-			b.Mount = u.Path
+		// An entry without uri in a node that asks Consul names a back end
+		// found there: it adds headers and credentials, and may pin the
+		// mount; Consul supplies the instances.
+		fromConsul := b.URI == "" && c.Mesh.Consul.Address != ""
+		if !fromConsul {
+			u, err := url.Parse(b.URI)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return &ConfigError{Key: key + ".uri", Reason: fmt.Sprintf("want an absolute http or https URL, got %q", b.URI)}
+			}
+			if u.User != nil {
+				return &ConfigError{Key: key + ".uri", Reason: "credentials do not belong in the URI: use credentials.username/password"}
+			}
 			if b.Mount == "" {
-				b.Mount = "/"
+				b.Mount = u.Path
+				if b.Mount == "" {
+					b.Mount = "/"
+				}
 			}
 		}
-		if !strings.HasPrefix(b.Mount, "/") {
-			return &ConfigError{Key: key + ".mount", Reason: fmt.Sprintf("must start with '/', got %q", b.Mount)}
+		if b.Mount != "" { // else Consul's ssemesh-mount applies
+			if !strings.HasPrefix(b.Mount, "/") {
+				return &ConfigError{Key: key + ".mount", Reason: fmt.Sprintf("must start with '/', got %q", b.Mount)}
+			}
+			if strings.HasPrefix(b.Mount, "/_ssemesh") {
+				return &ConfigError{Key: key + ".mount", Reason: "paths under /_ssemesh are reserved"}
+			}
+			if other, dup := mounts[b.Mount]; dup {
+				return &ConfigError{Key: key + ".mount", Reason: fmt.Sprintf("%q is already the mount of back end %q", b.Mount, other)}
+			}
+			mounts[b.Mount] = b.Name
 		}
-		if strings.HasPrefix(b.Mount, "/_ssemesh") {
-			return &ConfigError{Key: key + ".mount", Reason: "paths under /_ssemesh are reserved"}
-		}
-		if other, dup := mounts[b.Mount]; dup {
-			return &ConfigError{Key: key + ".mount", Reason: fmt.Sprintf("%q is already the mount of back end %q", b.Mount, other)}
-		}
-		mounts[b.Mount] = b.Name
 		for h := range b.Headers {
 			if strings.EqualFold(h, "Last-Event-ID") || strings.EqualFold(h, "Accept") {
 				return &ConfigError{Key: key + ".headers." + h, Reason: "is set by the relay itself"}

@@ -52,6 +52,22 @@ relay:
 	}
 }
 
+func TestConsulBackEndEntries(t *testing.T) {
+	// Entries without uri name back ends found in Consul: several may leave
+	// the mount to Consul, and one may pin it.
+	src := "mesh: {consul: {address: 127.0.0.1:8500}}\nbackends:\n  - {name: a, headers: {X-Tenant: t1}}\n  - {name: b}\n  - {name: c, mount: /pinned/, prefix: true}\n"
+	cfg, err := ParseConfig([]byte(src), env(nil))
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatalf("valid Consul entries refused: %v", err)
+	}
+	if cfg.Backends[2].Mount != "/pinned/" || cfg.Backends[0].Mount != "" {
+		t.Fatalf("mounts %q %q, want the pinned one kept and the others left to Consul", cfg.Backends[2].Mount, cfg.Backends[0].Mount)
+	}
+}
+
 func TestBadConfigNamesTheKey(t *testing.T) {
 	tests := []struct {
 		name, src, key string
@@ -74,6 +90,12 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad cors origin", "cors: {allowed_origins: [news.example]}\n", "cors.allowed_origins[0]"},
 		{"tiny event limit", "relay: {max_event_bytes: 10}\n", "relay.max_event_bytes"},
 		{"backoff inverted", "relay: {backoff_min: 5s, backoff_max: 1s}\n", "relay.backoff_max"},
+		{"client lag below one event", "relay: {max_event_bytes: 1048576, client_lag_bytes: 65536}\n", "relay.client_lag_bytes"},
+		{"consul back end with relative mount", "mesh: {consul: {address: 127.0.0.1:8500}}\nbackends:\n  - {name: a, mount: feed}\n", "backends[0].mount"},
+		{"consul back end with reserved header", "mesh: {consul: {address: 127.0.0.1:8500}}\nbackends:\n  - {name: a, headers: {Accept: x}}\n", "backends[0].headers.Accept"},
+		{"negative handoff", "mesh: {handoff: -1s}\n", "mesh.handoff"},
+		{"negative avoid", "mesh: {avoid_for: -1s}\n", "mesh.avoid_for"},
+		{"unspecified advertise", "mesh: {advertise: 0.0.0.0}\n", "mesh.advertise"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,6 +121,9 @@ func TestInterpolate(t *testing.T) {
 		{"a: ${E:-dflt}", "a: dflt"}, // set but empty takes the default, as in sh
 		{"a: $${X}", "a: ${X}"},
 		{"a: $X", "a: $X"},
+		{"# token: ${MISSING}\na: ${X}", "# token: ${MISSING}\na: x"},
+		{"  # ${MISSING} in an indented comment", "  # ${MISSING} in an indented comment"},
+		{"a: ${X}\nb: ${X}\n", "a: x\nb: x\n"},
 	}
 	for _, tc := range tests {
 		got, err := Interpolate([]byte(tc.in), env(map[string]string{"X": "x", "E": ""}))
@@ -106,8 +131,17 @@ func TestInterpolate(t *testing.T) {
 			t.Errorf("Interpolate(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
-	_, err := Interpolate([]byte("a: 1\nb: ${MISSING}\n"), env(nil))
-	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "MISSING") {
-		t.Fatalf("missing variable error %v should name line 2 and the variable", err)
+	for _, tc := range []struct {
+		src  string
+		line string
+	}{
+		{"a: 1\nb: ${MISSING}\n", "line 2"},
+		// The same name with a default earlier must not move the line.
+		{"a: ${MISSING:-x}\n# ${MISSING}\nb: 2\nc: ${MISSING}\n", "line 4"},
+	} {
+		_, err := Interpolate([]byte(tc.src), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.line+":") || !strings.Contains(err.Error(), "MISSING") {
+			t.Errorf("missing variable error %v should name %s and the variable", err, tc.line)
+		}
 	}
 }

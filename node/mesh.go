@@ -252,7 +252,8 @@ func (n *Node) updateMounts(found []mesh.Backend) {
 	for _, fb := range found {
 		spec := byName[fb.Name]
 		spec.Name = fb.Name
-		if spec.Mount == "" || spec.URI == "" {
+		if spec.Mount == "" {
+			// Not pinned in the configuration: Consul's ssemesh-mount.
 			spec.Mount, spec.Prefix = fb.Mount, fb.Prefix
 		}
 		spec.DC = fb.DC

@@ -340,3 +340,25 @@ func TestForcedLoopIsRefused(t *testing.T) {
 		t.Fatalf("client of b got %v after the loop was broken", got)
 	}
 }
+
+func TestConsulBackEndMountPinnedInConfig(t *testing.T) {
+	// The node's configuration may pin where a back end found in Consul is
+	// mounted, and adds its headers; Consul supplies the instances.
+	consultest.Require(t)
+	agent := consultest.Start(t, consultest.Options{Datacenter: "dc1"})
+	be, addr := startBackend(t, backend.Config{})
+	registerBackend(t, agent.Client(t), "changelog", addr, streamPath)
+	n := meshNode(t, meshSpec{id: "solo", dc: "dc1", tier: 0, consul: agent.HTTPAddr}, func(c *Config) {
+		c.Backends = []BackendSpec{{Name: "changelog", Mount: "/pinned/changes"}}
+	})
+	waitFor(t, "back end mounted at the pinned path", 10*time.Second, func() bool { return n.findMount("/pinned/changes") != nil })
+	if n.findMount(streamPath) != nil {
+		t.Fatalf("back end also mounted at Consul's path %s", streamPath)
+	}
+	c := dial(t, "http://"+n.Addr()+"/pinned/changes", nil)
+	waitFor(t, "subscribed upstream", 10*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	be.Publish(streamPath, 2)
+	if got := c.ids(t, 2, 5*time.Second); !slices.Equal(got, seq(1, 2)) {
+		t.Fatalf("got %v", got)
+	}
+}

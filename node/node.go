@@ -132,7 +132,7 @@ func parseLevel(s string) (logrus.Level, error) {
 	case "debug", "warn", "error", "trace":
 		return logrus.ParseLevel(s)
 	}
-	return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+	return 0, fmt.Errorf("want trace, debug, info, warn or error, got %q", s)
 }
 
 func portOf(addr string) string {

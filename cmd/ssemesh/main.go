@@ -177,11 +177,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cfg.Backends = append(cfg.Backends, spec)
 	}
-	if len(cfg.Backends) == 0 && cfg.Mesh.Consul.Address == "" && cfg.Mesh.Tier == 0 {
-		return &node.ConfigError{Key: "backends", Reason: "no back end configured (use a config file, --backend name=uri, or --consul to discover them)"}
-	}
+	// Key errors first: a misspelt key is the likelier cause of a file that
+	// seems to configure no back end.
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if len(cfg.Backends) == 0 && cfg.Mesh.Consul.Address == "" && cfg.Mesh.Tier == 0 {
+		return &node.ConfigError{Key: "backends", Reason: "no back end configured (use a config file, --backend name=uri, or --consul to discover them)"}
 	}
 	if *check {
 		fmt.Fprintf(stdout, "configuration ok: %d back end(s) configured, mesh %v\n", len(cfg.Backends), cfg.Mesh.Enabled())
