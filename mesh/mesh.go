@@ -68,6 +68,13 @@ type peer struct {
 	departed time.Time // when it left or died
 }
 
+// CheckConfig validates cfg as New would, after applying defaults, without
+// starting anything: for configuration checks before a node starts.
+func CheckConfig(cfg Config) error {
+	cfg = cfg.withDefaults()
+	return cfg.Validate()
+}
+
 // New validates cfg and prepares a Mesh; nothing runs until Start.
 func New(cfg Config) (*Mesh, error) {
 	cfg = cfg.withDefaults()

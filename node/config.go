@@ -389,6 +389,9 @@ func (c *Config) Validate() error {
 	if c.Mesh.Settle < 0 {
 		return &ConfigError{Key: "mesh.settle", Reason: "must not be negative"}
 	}
+	if c.Mesh.Enabled() {
+		return c.checkMesh()
+	}
 	return nil
 }
 

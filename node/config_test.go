@@ -96,6 +96,10 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"negative handoff", "mesh: {handoff: -1s}\n", "mesh.handoff"},
 		{"negative avoid", "mesh: {avoid_for: -1s}\n", "mesh.avoid_for"},
 		{"unspecified advertise", "mesh: {advertise: 0.0.0.0}\n", "mesh.advertise"},
+		{"bad gossip seed", "mesh: {gossip: {bind: '127.0.0.1:0', seeds: [nohost]}}\n", "mesh.gossip.seeds[0]"},
+		{"bad gossip key", "mesh: {gossip: {bind: '127.0.0.1:0', key: not-base64}}\n", "mesh.gossip.key"},
+		{"bad dc", "mesh: {dc: 'd c', gossip: {bind: '127.0.0.1:0'}}\n", "mesh.dc"},
+		{"node id too long for gossip", "node_id: " + strings.Repeat("n", 300) + "\nmesh: {gossip: {bind: '127.0.0.1:0'}}\n", "node_id"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -62,17 +64,17 @@ func privateIPv4() (string, error) {
 	return "", errors.New("no private IPv4 address on any interface: set mesh.advertise")
 }
 
-// startMesh joins gossip and Consul and starts following the view. It runs
-// once the listeners are up, since their addresses are what peers dial.
-func (n *Node) startMesh() error {
-	mc := n.cfg.Mesh
-	m, err := mesh.New(mesh.Config{
-		NodeID:     n.cfg.NodeID,
+// meshConfig is the mesh package's configuration for this node, with the
+// addresses peers dial.
+func (c *Config) meshConfig(nodeID, clientAddr, adminAddr string) mesh.Config {
+	mc := c.Mesh
+	return mesh.Config{
+		NodeID:     nodeID,
 		DC:         mc.DC,
 		Tier:       mc.Tier,
-		ClientAddr: n.advertised(n.Addr()),
-		AdminAddr:  n.advertised(n.AdminAddr()),
-		Capacity:   n.cfg.Limits.MaxClients,
+		ClientAddr: clientAddr,
+		AdminAddr:  adminAddr,
+		Capacity:   c.Limits.MaxClients,
 		Gossip: mesh.GossipConfig{
 			Bind:      mc.Gossip.Bind,
 			Advertise: mc.Gossip.Advertise,
@@ -87,10 +89,70 @@ func (n *Node) startMesh() error {
 			Tag:        mc.Consul.Tag,
 		},
 		Settle: mc.Settle.D(),
-		Logger: n.log,
-	})
-	if err != nil {
+	}
+}
+
+// meshKeys maps the mesh package's names for settings the node derives to
+// the node configuration's keys.
+var meshKeys = map[string]string{
+	"mesh.node_id":     "node_id",
+	"mesh.client_addr": "listen",
+	"mesh.admin_addr":  "admin.listen",
+	"mesh.capacity":    "limits.max_clients",
+}
+
+var meshKeyRE = regexp.MustCompile(`(mesh\.[a-z_.]+(?:\[\d+\])?): (.*)$`)
+
+// meshConfigError turns a mesh validation error into a ConfigError naming
+// the node's key.
+func meshConfigError(err error) error {
+	m := meshKeyRE.FindStringSubmatch(err.Error())
+	if m == nil {
 		return &ConfigError{Key: "mesh", Reason: err.Error()}
+	}
+	key := m[1]
+	if k, ok := meshKeys[key]; ok {
+		key = k
+	}
+	return &ConfigError{Key: key, Reason: m[2]}
+}
+
+// checkMesh validates the mesh settings before anything starts. Addresses
+// are the ones the node will advertise; a port chosen at start (0) stands in
+// as 1.
+func (c *Config) checkMesh() error {
+	id := c.NodeID
+	if id == "" {
+		h, _ := os.Hostname()
+		id = h + "-" + portOf(c.Listen)
+	}
+	host := c.Mesh.Advertise
+	if host == "" {
+		if h, _, err := net.SplitHostPort(c.Mesh.Gossip.Advertise); err == nil {
+			host = h
+		}
+	}
+	addr := func(bound string) string {
+		a := advertiseAddr(bound, host, privateIPv4)
+		if h, p, err := net.SplitHostPort(a); err == nil && p == "0" {
+			a = net.JoinHostPort(h, "1")
+		}
+		return a
+	}
+	if err := mesh.CheckConfig(c.meshConfig(id, addr(c.Listen), addr(c.Admin.Listen))); err != nil {
+		return meshConfigError(err)
+	}
+	return nil
+}
+
+// startMesh joins gossip and Consul and starts following the view. It runs
+// once the listeners are up, since their addresses are what peers dial.
+func (n *Node) startMesh() error {
+	mcfg := n.cfg.meshConfig(n.cfg.NodeID, n.advertised(n.Addr()), n.advertised(n.AdminAddr()))
+	mcfg.Logger = n.log
+	m, err := mesh.New(mcfg)
+	if err != nil {
+		return meshConfigError(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
