@@ -450,7 +450,6 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// checkID names this node's health check in Consul.
 // sameRegistration reports whether the agent's copy of this node's service
 // says what reg says: name, addresses and every meta key.
 func sameRegistration(svc *api.AgentService, reg *api.AgentServiceRegistration) bool {
@@ -460,6 +459,7 @@ func sameRegistration(svc *api.AgentService, reg *api.AgentServiceRegistration) 
 	return maps.Equal(svc.Meta, reg.Meta)
 }
 
+// checkID names this node's health check in Consul.
 func checkID(nodeID string) string { return "ssemesh-readyz-" + nodeID }
 
 func isNotFound(err error) bool {

@@ -49,19 +49,32 @@ func advertiseAddr(bound, host string, private func() (string, error)) string {
 	return net.JoinHostPort(host, port)
 }
 
-// privateIPv4 is the machine's first private IPv4 address, the same choice
-// memberlist makes for gossip bound to every interface.
+// privateIPv4 is the address advertised for a listener on every interface:
+// the machine's first private IPv4 address (memberlist's choice for gossip
+// bound to every interface), else its first other non-loopback IPv4 unicast
+// address.
 func privateIPv4() (string, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return "", fmt.Errorf("listing interface addresses: %w", err)
 	}
+	other := ""
 	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsPrivate() {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil {
+			continue
+		}
+		if ipn.IP.IsPrivate() {
 			return ipn.IP.String(), nil
 		}
+		if other == "" && ipn.IP.IsGlobalUnicast() {
+			other = ipn.IP.String()
+		}
 	}
-	return "", errors.New("no private IPv4 address on any interface: set mesh.advertise")
+	if other != "" {
+		return other, nil
+	}
+	return "", errors.New("no non-loopback IPv4 address on any interface: set mesh.advertise")
 }
 
 // meshConfig is the mesh package's configuration for this node, with the
@@ -132,14 +145,27 @@ func (c *Config) checkMesh() error {
 			host = h
 		}
 	}
-	addr := func(bound string) string {
+	var unreachable error
+	addr := func(key, bound string) string {
 		a := advertiseAddr(bound, host, privateIPv4)
-		if h, p, err := net.SplitHostPort(a); err == nil && p == "0" {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return a
+		}
+		if ip := net.ParseIP(h); (h == "" || ip != nil && ip.IsUnspecified()) && unreachable == nil {
+			_, perr := privateIPv4()
+			unreachable = &ConfigError{Key: "mesh.advertise", Reason: fmt.Sprintf("%s %q is on every interface and no address to advertise was found (%v)", key, bound, perr)}
+		}
+		if p == "0" {
 			a = net.JoinHostPort(h, "1")
 		}
 		return a
 	}
-	if err := mesh.CheckConfig(c.meshConfig(id, addr(c.Listen), addr(c.Admin.Listen))); err != nil {
+	mc := c.meshConfig(id, addr("listen", c.Listen), addr("admin.listen", c.Admin.Listen))
+	if unreachable != nil {
+		return unreachable
+	}
+	if err := mesh.CheckConfig(mc); err != nil {
 		return meshConfigError(err)
 	}
 	return nil

@@ -23,12 +23,6 @@ type meshStats interface {
 	ConsulErrors() uint64
 }
 
-// rootLagStats is optionally implemented by a meshStats: how far behind the
-// stream's root this node's newest event is, for every stream it carries.
-type rootLagStats interface {
-	RootLagSeconds() map[string]float64
-}
-
 // meshStatsSource returns the mesh's statistics, or nil when the node runs
 // without a mesh.
 func (n *Node) meshStatsSource() meshStats {
@@ -64,7 +58,7 @@ type nodeCollector struct {
 	clientsTotal, refused, eventsIn, deliveries      *prometheus.Desc
 	latency, disconnects, slowPath, upstreamConnects *prometheus.Desc
 	upstreamErrors, reparents, gaps                  *prometheus.Desc
-	members, consulErrors, rootLag                   *prometheus.Desc
+	members, consulErrors                            *prometheus.Desc
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
@@ -91,7 +85,6 @@ func newNodeCollector(n *Node) *nodeCollector {
 		gaps:             d("gaps_total", "Subscribers told of events that could not be replayed."),
 		members:          d("mesh_members", "Gossip members by state.", "state"),
 		consulErrors:     d("consul_request_errors_total", "Failed Consul requests."),
-		rootLag:          d("root_lag_seconds", "How far this node's newest event is behind the stream's root.", "stream"),
 	}
 }
 
@@ -101,7 +94,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps,
-		c.members, c.consulErrors, c.rootLag,
+		c.members, c.consulErrors,
 	} {
 		ch <- d
 	}
@@ -157,12 +150,6 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 		gauge(c.members, float64(members[k]), k)
 	}
 	counter(c.consulErrors, ms.ConsulErrors())
-	if rl, ok := ms.(rootLagStats); ok {
-		lags := rl.RootLagSeconds()
-		for _, k := range metricKeys(lags) {
-			gauge(c.rootLag, lags[k], k)
-		}
-	}
 }
 
 // latencyHistogram turns the relay's per-bucket counts into Prometheus's

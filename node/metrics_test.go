@@ -227,9 +227,8 @@ func TestLatencyHistogramIsCumulative(t *testing.T) {
 // fakeMesh stands in for the mesh layer's statistics.
 type fakeMesh struct{}
 
-func (fakeMesh) MembersByState() map[string]int     { return map[string]int{"alive": 4, "suspect": 1} }
-func (fakeMesh) ConsulErrors() uint64               { return 3 }
-func (fakeMesh) RootLagSeconds() map[string]float64 { return map[string]float64{"/s": 0.25} }
+func (fakeMesh) MembersByState() map[string]int { return map[string]int{"alive": 4, "suspect": 1} }
+func (fakeMesh) ConsulErrors() uint64           { return 3 }
 
 func TestMetricsFromMesh(t *testing.T) {
 	n, err := New(testConfig(), testLogger(t))
@@ -256,7 +255,6 @@ func TestMetricsFromMesh(t *testing.T) {
 		{"ssemesh_mesh_members", map[string]string{"state": "alive"}, 4},
 		{"ssemesh_mesh_members", map[string]string{"state": "suspect"}, 1},
 		{"ssemesh_consul_request_errors_total", nil, 3},
-		{"ssemesh_root_lag_seconds", map[string]string{"stream": "/s"}, 0.25},
 	}
 	for _, ck := range checks {
 		if got := metricValue(byName, ck.name, ck.labels); got != ck.want {

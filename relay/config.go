@@ -20,8 +20,9 @@ type Config struct {
 	// Linger keeps a stream's upstream open this long after its last client
 	// left, so a reconnecting crowd does not reopen it.
 	Linger time.Duration
-	// Heartbeat is the interval of the comment line written to idle clients
-	// so proxies and load balancers keep the stream open.
+	// Heartbeat is the interval of the comment line written to every client
+	// so proxies and load balancers keep the stream open and departed
+	// clients are found on idle streams.
 	Heartbeat time.Duration
 	// ClientLagBytes is how far (in bytes) a client may fall behind the newest
 	// event before it is disconnected as a slow consumer.

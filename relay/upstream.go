@@ -49,7 +49,7 @@ func newUpstreamClient(cfg Config, log logrus.FieldLogger) *retryablehttp.Client
 
 // failFastKey marks a request to an upstream that has alternatives (another
 // parent node, another back-end instance): the stream moves on to the next
-// one at once instead of retrying this one, honouring its Retry-After.
+// one at once instead of retrying this one.
 type failFastKey struct{}
 
 // checkRetry retries transport errors, 429 and 5xx (but not 501), never a

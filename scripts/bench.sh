@@ -3,6 +3,11 @@
 #
 #   scripts/bench.sh [CLIENTS] [RATE] [SIZE] [DURATION]
 #
+# With DEPTH=N (default 1) the clients are on the leaf of a chain of N nodes
+# joined by gossip on loopback: a root (tier 0) next to the back end, N-2
+# relays, and the leaf, each taking the stream from the one before it. This
+# measures what each hop adds; the back end still serves one connection.
+#
 #   CLIENTS   SSE clients on the node (default 1000)
 #   RATE      events per second from the back end (default 1)
 #   SIZE      event payload in bytes (default 200)
@@ -24,8 +29,15 @@ DURATION=${4:-30s}
 BACKEND_ADDR=127.0.0.1:7000
 NODE_ADDR=127.0.0.1:8080
 STREAM_PATH=/bench
+DEPTH=${DEPTH:-1}
+[[ $DEPTH =~ ^[1-9][0-9]?$ ]] || { echo "DEPTH must be 1-99, got $DEPTH" >&2; exit 2; }
 # The node under test; kept in one place because its flags may still change.
-NODE_CMD=(./bin/ssemesh run --listen "$NODE_ADDR" --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
+NODE_CMD=(./bin/ssemesh run --listen "$NODE_ADDR" --admin 127.0.0.1:9080 --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
+if ((DEPTH > 1)); then
+	# The leaf is the last node of the chain: tier DEPTH-1, seeded with the
+	# root's gossip address.
+	NODE_CMD+=(--node-id leaf --tier $((DEPTH - 1)) --gossip 127.0.0.1:7946 --seed 127.0.0.1:7947)
+fi
 
 # About 4,000 clients per worker process (each process may open at most
 # 20,000 files) and 20,000 per source address (~28,000 ephemeral ports each).
@@ -85,12 +97,37 @@ wait_port() {
 PIDS+=($!)
 wait_port "$BACKEND_ADDR" backend "$!"
 
+# Upstream part of the chain: tier t listens on 8081+t, admin 9081+t,
+# gossip 7947+t.
+for ((t = 0; t < DEPTH - 1; t++)); do
+	addr=127.0.0.1:$((8081 + t))
+	./bin/ssemesh run --node-id "hop-$t" --tier "$t" --listen "$addr" --admin "127.0.0.1:$((9081 + t))" \
+		--gossip "127.0.0.1:$((7947 + t))" --seed 127.0.0.1:7947 \
+		--backend "bench=http://$BACKEND_ADDR$STREAM_PATH" >"$LOGDIR/hop-$t.log" 2>&1 &
+	PIDS+=($!)
+	wait_port "$addr" "hop-$t" "$!"
+done
+
 "${NODE_CMD[@]}" >"$LOGDIR/node.log" 2>&1 &
 NODE_PID=$!
 PIDS+=("$NODE_PID")
 wait_port "$NODE_ADDR" node "$NODE_PID"
 
+if ((DEPTH > 1)); then
+	# Wait until the leaf's admin API sees the whole chain.
+	for _ in $(seq 300); do
+		n=$(curl -s http://127.0.0.1:9080/v1/nodes 2>/dev/null | grep -o '"id"' | wc -l || true)
+		((n >= DEPTH)) && break
+		sleep 0.1
+	done
+	((n >= DEPTH)) || { echo "the leaf sees $n of $DEPTH nodes after 30 s" >&2; exit 1; }
+fi
+
 echo "load: $CLIENTS clients, $PROCS processes, sources $SOURCES, ramp $RAMP, window $DURATION; back end $RATE ev/s of $SIZE bytes" >&2
 # shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
 ./bin/ssemesh-bench load --url "http://$NODE_ADDR$STREAM_PATH" --clients "$CLIENTS" --procs "$PROCS" \
 	--sources "$SOURCES" --ramp "$RAMP" --duration "$DURATION" --node-pid "$NODE_PID" ${BENCH_FLAGS:-} 2>>"$LOGDIR/load.log"
+if ((DEPTH > 1)); then
+	# The chain as the mesh reports it; the stream lingers after the load.
+	curl -s "http://127.0.0.1:9080/v1/topology?format=text" >&2 || true
+fi

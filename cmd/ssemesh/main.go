@@ -1,7 +1,7 @@
 // Command ssemesh runs an SSE proxy mesh node.
 //
 //	ssemesh run --config node.yaml      a node in front of SSE back ends
-//	ssemesh demo                        a synthetic back end and a node, nothing installed
+//	ssemesh demo                        a synthetic back end and an 8-node mesh, nothing installed
 //	ssemesh topology --admin host:port  the mesh's tree, from any node
 //	ssemesh status --admin host:port    one node's summary
 //	ssemesh version
@@ -79,7 +79,7 @@ func usage(w io.Writer) {
 
 commands:
   run       run a node (ssemesh run --config node.yaml, or flags only)
-  demo      run a synthetic back end and a node in one process
+  demo      run a synthetic back end and an 8-node mesh in one process
   topology  print the mesh's tree from any node's admin API
             (ssemesh topology --admin 127.0.0.1:9090 [--format tree|json|dot] [--stream S])
   status    print a one-screen summary of one node (ssemesh status --admin 127.0.0.1:9090)

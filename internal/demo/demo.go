@@ -1,5 +1,6 @@
 // Package demo runs ssemesh's embedded default: a synthetic change-log back
-// end and a node in front of it, in one process, with nothing installed.
+// end and a mesh of eight nodes in front of it (2 roots, 2 relays, 4
+// leaves, real gossip on loopback), in one process, with nothing installed.
 package demo
 
 import (
