@@ -106,6 +106,11 @@ type Config struct {
 	Gossip GossipConfig
 	Consul ConsulConfig
 
+	// Warmup makes the node announce itself draining (take no children)
+	// until SetServing is called, so children do not switch to a node that
+	// does not know its back ends yet.
+	Warmup bool
+
 	// Settle is the quiet period that coalesces membership flaps into one
 	// view; a burst never delays a view by more than four times Settle.
 	Settle time.Duration

@@ -48,13 +48,20 @@ type consulState struct {
 	remoteBackends map[string][]Backend
 	errs           map[string]error // current error of each query source
 	contacted      bool             // a query has succeeded at least once
-	down           bool             // an outage is in progress (it was logged)
+	// servicesSeen: the service list was read once; pending: back ends
+	// listed whose instances were not read yet; remoteSeen: the other data
+	// centres were read once. Together they say the view knows every back
+	// end (View.BackendsSynced).
+	servicesSeen, remoteSeen bool
+	pending                  map[string]bool
+	down                     bool // an outage is in progress (it was logged)
 }
 
 func newConsulState() consulState {
 	return consulState{
 		backends: make(map[string]Backend),
 		remote:   make(map[string][]Member),
+		pending:  make(map[string]bool),
 		errs:     make(map[string]error),
 
 		remoteBackends: make(map[string][]Backend),
@@ -209,34 +216,22 @@ func (m *Mesh) watchServices(ctx context.Context) {
 			cancel()
 		}
 	}()
-	lim := limiter{min: cc.MinQueryInterval}
-	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
-	var idx uint64
-	for lim.wait(ctx) {
-		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.WaitTime, Datacenter: cc.Datacenter}).WithContext(ctx)
-		services, meta, err := m.consul.Catalog().Services(q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.consulResult(ctx, source, fmt.Errorf("mesh: consul watch of services: %w", err))
-			// The agent may have lost its state while unreachable; start
-			// over rather than block on an index it no longer has.
-			idx = 0
-			if !sleepCtx(ctx, bo.next()) {
-				return
-			}
-			continue
-		}
-		m.consulResult(ctx, source, nil)
-		bo.reset()
-		idx = nextIndex(idx, meta.LastIndex)
-
+	query := func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
+		return m.consul.Catalog().Services(q)
+	}
+	blockingWatch(ctx, m, source, "mesh: consul watch of services", query, func(services map[string][]string) bool {
 		wanted := make(map[string]bool)
 		for name, tags := range services {
 			if name != cc.Service && slices.Contains(tags, cc.Tag) {
 				wanted[name] = true
 			}
+		}
+		m.mu.Lock()
+		first := !m.cs.servicesSeen
+		m.cs.servicesSeen = true
+		m.mu.Unlock()
+		if first {
+			m.markDirty()
 		}
 		for name, cancel := range watches {
 			if wanted[name] {
@@ -246,6 +241,7 @@ func (m *Mesh) watchServices(ctx context.Context) {
 			delete(watches, name)
 			m.mu.Lock()
 			delete(m.cs.backends, name)
+			delete(m.cs.pending, name)
 			m.mu.Unlock()
 			m.clearSource(backendSource(name))
 			m.markDirty()
@@ -254,12 +250,50 @@ func (m *Mesh) watchServices(ctx context.Context) {
 			if _, ok := watches[name]; ok {
 				continue
 			}
+			m.mu.Lock()
+			m.cs.pending[name] = true
+			m.mu.Unlock()
 			wctx, cancel := context.WithCancel(ctx)
 			if !m.main.Go(func(context.Context) { m.watchBackend(wctx, name) }) {
 				cancel()
-				return
+				return false
 			}
 			watches[name] = cancel
+		}
+		return true
+	})
+}
+
+// blockingWatch runs query as a Consul blocking query until ctx ends or
+// apply returns false: rate limited to one query per MinQueryInterval, the
+// index carried from answer to answer, errors reported under source (what
+// prefixes them) and retried with backoff. After an error the index starts
+// over from 0: an agent that lost its state while unreachable may never
+// reach the old index, and the query would block on it.
+func blockingWatch[T any](ctx context.Context, m *Mesh, source, what string, query func(*api.QueryOptions) (T, *api.QueryMeta, error), apply func(T) bool) {
+	cc := m.cfg.Consul
+	lim := limiter{min: cc.MinQueryInterval}
+	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	var idx uint64
+	for lim.wait(ctx) {
+		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.WaitTime, Datacenter: cc.Datacenter}).WithContext(ctx)
+		v, meta, err := query(q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.consulResult(ctx, source, fmt.Errorf("%s: %w", what, err))
+			idx = 0
+			if !sleepCtx(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		m.consulResult(ctx, source, nil)
+		bo.reset()
+		idx = nextIndex(idx, meta.LastIndex)
+		if !apply(v) {
+			return
 		}
 	}
 }
@@ -270,35 +304,19 @@ func backendSource(name string) string { return "backend " + name }
 func (m *Mesh) watchBackend(ctx context.Context, name string) {
 	cc := m.cfg.Consul
 	source := backendSource(name)
-	lim := limiter{min: cc.MinQueryInterval}
-	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
-	var idx uint64
-	for lim.wait(ctx) {
-		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.WaitTime, Datacenter: cc.Datacenter}).WithContext(ctx)
-		entries, meta, err := m.consul.Health().Service(name, cc.Tag, true, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.consulResult(ctx, source, fmt.Errorf("mesh: consul watch %q: %w", name, err))
-			idx = 0
-			if !sleepCtx(ctx, bo.next()) {
-				return
-			}
-			continue
-		}
-		m.consulResult(ctx, source, nil)
-		bo.reset()
-		idx = nextIndex(idx, meta.LastIndex)
-
+	query := func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+		return m.consul.Health().Service(name, cc.Tag, true, q)
+	}
+	blockingWatch(ctx, m, source, fmt.Sprintf("mesh: consul watch %q", name), query, func(entries []*api.ServiceEntry) bool {
 		m.mu.Lock()
 		if ctx.Err() != nil {
 			m.mu.Unlock()
-			return
+			return false
 		}
 		prev, known := m.cs.backends[name]
 		b, ok := m.backendFrom(name, entries, prev, known)
-		changed := false
+		changed := m.cs.pending[name]
+		delete(m.cs.pending, name)
 		if ok && !reflect.DeepEqual(prev, b) {
 			m.cs.backends[name] = b
 			changed = true
@@ -307,7 +325,8 @@ func (m *Mesh) watchBackend(ctx context.Context, name string) {
 		if changed {
 			m.markDirty()
 		}
-	}
+		return true
+	})
 }
 
 // backendFrom turns health entries into a Backend. The mount and options
@@ -608,8 +627,9 @@ func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
 			delete(m.cs.errs, "datacenter "+dc)
 		}
 	}
-	changed := !reflect.DeepEqual(fresh, m.cs.remote)
+	changed := !reflect.DeepEqual(fresh, m.cs.remote) || !m.cs.remoteSeen
 	m.cs.remote = fresh
+	m.cs.remoteSeen = true
 	ended := m.endOutageLocked()
 	m.mu.Unlock()
 	if ended {

@@ -29,6 +29,8 @@ const (
 	fastGossipInterval = 50 * time.Millisecond
 	fastPushPull       = 5 * time.Second
 	fastRejoin         = time.Second
+	fastReclaim        = time.Second
+	reclaimAfter       = 10 * time.Second
 	rejoinInterval     = 10 * time.Second
 )
 
@@ -50,7 +52,7 @@ func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
 	}
 	// A node restarted with the same ID on another address (a rescheduled
 	// container) may take its name back once the old one is known dead.
-	conf.DeadNodeReclaimTime = 10 * time.Second
+	conf.DeadNodeReclaimTime = reclaimAfter
 	if m.cfg.Gossip.Fast {
 		conf.ProbeInterval = fastProbeInterval
 		conf.ProbeTimeout = fastProbeTimeout
@@ -60,7 +62,7 @@ func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
 		conf.GossipToTheDeadTime = 2 * time.Second
 		conf.PushPullInterval = fastPushPull
 		conf.TCPTimeout = time.Second
-		conf.DeadNodeReclaimTime = time.Second
+		conf.DeadNodeReclaimTime = fastReclaim
 	}
 	if m.key != nil {
 		conf.SecretKey = m.key
@@ -92,7 +94,7 @@ type gossipDelegate struct{ m *Mesh }
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
 	m := d.m
 	m.mu.Lock()
-	nm := m.cfg.metaFor(m.clients, m.streams, m.draining)
+	nm := m.cfg.metaFor(m.clients, m.streams, m.draining || m.warming)
 	m.mu.Unlock()
 	b, err := encodeMeta(nm)
 	if err == nil && len(b) <= limit {
@@ -233,6 +235,42 @@ func (m *Mesh) aliveGossipPeers() int {
 		}
 	}
 	return n
+}
+
+// reclaimJoin repeats the join a few times in the first moments after
+// start. A node restarted under its old ID on another address is refused
+// ("conflicting address") by peers that still hold the old address as dead,
+// until DeadNodeReclaimTime has passed since they marked it dead, which may
+// be after this node started; without a new join they would take it back
+// only at their next push-pull, up to PushPullInterval later. Each attempt
+// is one push-pull with every known peer.
+func (m *Mesh) reclaimJoin(ctx context.Context) {
+	reclaim := m.reclaimTime()
+	for _, at := range []time.Duration{reclaim / 2, reclaim, 2 * reclaim, 4 * reclaim} {
+		if !sleepCtx(ctx, time.Until(m.startedAt.Add(at+reclaim/4))) {
+			return
+		}
+		var addrs []string
+		for _, n := range m.ml.Members() {
+			if n.Name != m.cfg.NodeID {
+				addrs = append(addrs, n.Address())
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if _, err := m.ml.Join(addrs); err != nil {
+			m.log.WithError(err).Debug("mesh: repeated join")
+		}
+	}
+}
+
+// reclaimTime is memberlist's DeadNodeReclaimTime as configured.
+func (m *Mesh) reclaimTime() time.Duration {
+	if m.cfg.Gossip.Fast {
+		return fastReclaim
+	}
+	return reclaimAfter
 }
 
 // seedLoop joins the seeds whenever this node has no live peer: at start,

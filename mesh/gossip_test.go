@@ -354,3 +354,21 @@ func TestChangedCoalescesBursts(t *testing.T) {
 		t.Fatalf("old view mutated: %+v", m)
 	}
 }
+
+func TestWarmupAnnouncesDrainingUntilServing(t *testing.T) {
+	// A warming node takes no children: peers see it draining. Its own
+	// view counts it alive, so it agrees to be a parent the moment peers
+	// switch to it.
+	m1 := startMesh(t, testConfig(t, "n1"))
+	c2 := testConfig(t, "n2")
+	c2.Gossip.Seeds = []string{m1.LocalAddr()}
+	c2.Warmup = true
+	m2 := startMesh(t, c2)
+	awaitView(t, m1, 10*time.Second, "n2 seen draining while it warms up", func(v *View) bool { return memberState(v, "n2") == StateDraining })
+	if v := m2.View(); memberState(v, "n2") != StateAlive || v.Serving {
+		t.Fatalf("warming node's own view: state %s, serving %v; want alive, not serving", memberState(v, "n2"), v.Serving)
+	}
+	m2.SetServing()
+	awaitView(t, m1, 10*time.Second, "n2 alive once serving", allAlive("n1", "n2"))
+	awaitView(t, m2, 10*time.Second, "n2 serving", func(v *View) bool { return v.Serving })
+}

@@ -55,8 +55,11 @@ type Mesh struct {
 	clients  int
 	streams  int
 	draining bool
-	cs       consulState
-	version  uint64
+	warming  bool // Config.Warmup until SetServing: announced as draining
+	// startedAt is when Start ran (set before the loops start).
+	startedAt time.Time
+	cs        consulState
+	version   uint64
 }
 
 // peer is a gossip member other than this node, copied from memberlist's
@@ -94,6 +97,7 @@ func New(cfg Config) (*Mesh, error) {
 		loadCh:  make(chan struct{}, 1),
 		peers:   make(map[string]*peer),
 		cs:      newConsulState(),
+		warming: cfg.Warmup,
 	}
 	if cfg.Gossip.Key != "" {
 		k, err := decodeKey(cfg.Gossip.Key)
@@ -140,8 +144,10 @@ func (m *Mesh) Start(ctx context.Context) error {
 	m.gossipAddr.Store(&addr)
 	m.log.WithField("gossip", addr).Info("mesh: gossip up")
 
+	m.startedAt = time.Now()
 	m.main.Go(m.publishLoop)
 	m.main.Go(m.loadLoop)
+	m.part.Go(m.reclaimJoin)
 	if len(m.cfg.Gossip.Seeds) > 0 {
 		m.part.Go(m.seedLoop)
 	}
@@ -184,6 +190,24 @@ func (m *Mesh) SetLoad(clients, streams int) {
 	m.markDirty()
 	select {
 	case m.loadCh <- struct{}{}:
+	default:
+	}
+}
+
+// SetServing ends the warm-up (Config.Warmup): the node announces itself
+// alive and takes children from now on. Calling it again does nothing.
+func (m *Mesh) SetServing() {
+	m.mu.Lock()
+	was := m.warming
+	m.warming = false
+	m.mu.Unlock()
+	if !was {
+		return
+	}
+	m.log.Info("mesh: warm-up done: taking children")
+	m.markDirty()
+	select {
+	case m.loadCh <- struct{}{}: // gossip the new metadata
 	default:
 	}
 }
@@ -365,6 +389,10 @@ func (m *Mesh) publish() time.Time {
 
 func (m *Mesh) buildLocked(now time.Time) (*View, time.Time) {
 	var next time.Time
+	// The node sees itself as draining only when it is: while it warms up,
+	// peers see it draining (they send no children yet), but its own plan
+	// already counts it, so that the moment peers switch to it, it agrees
+	// it is their parent (or the stream's owner).
 	self := m.cfg.metaFor(m.clients, m.streams, m.draining)
 	members := []Member{memberFromMeta(self, stateOf(memberlist.StateAlive, false, m.draining), SourceGossip)}
 	seen := map[string]bool{self.ID: true}
@@ -416,9 +444,10 @@ func (m *Mesh) buildLocked(now time.Time) (*View, time.Time) {
 	}
 	sort.Slice(backends, func(i, j int) bool { return backends[i].Name < backends[j].Name })
 
-	v := &View{Members: members, Backends: backends}
+	v := &View{Members: members, Backends: backends, Serving: !m.warming && !m.draining}
 	if m.consul != nil {
 		v.ConsulOK, v.ConsulError = m.cs.status()
+		v.BackendsSynced = m.cs.servicesSeen && m.cs.remoteSeen && len(m.cs.pending) == 0
 	}
 	return v, next
 }

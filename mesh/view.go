@@ -87,6 +87,12 @@ type View struct {
 	// kept.
 	ConsulOK    bool
 	ConsulError string
+	// BackendsSynced is true once the back ends in Consul (this data
+	// centre's and the others') have all been read at least once.
+	BackendsSynced bool
+	// Serving is false while this node warms up or drains: peers see it
+	// as draining and give it no children.
+	Serving bool
 }
 
 // Member returns the member with the given ID.

@@ -176,6 +176,9 @@ func (c *Config) checkMesh() error {
 func (n *Node) startMesh() error {
 	mcfg := n.cfg.meshConfig(n.cfg.NodeID, n.advertised(n.Addr()), n.advertised(n.AdminAddr()))
 	mcfg.Logger = n.log
+	// Back ends come from Consul: take no children before they are known,
+	// or a child that switches here early is answered 404.
+	mcfg.Warmup = n.cfg.Mesh.Consul.Address != ""
 	m, err := mesh.New(mcfg)
 	if err != nil {
 		return meshConfigError(err)
@@ -195,15 +198,26 @@ func (n *Node) startMesh() error {
 	return nil
 }
 
+// warmupLimit bounds how long a node in a mesh with Consul waits for its
+// back ends before it takes children anyway (Consul may be unreachable).
+const warmupLimit = 10 * time.Second
+
 // followMesh applies every new view and reports this node's load, until
 // shutdown begins.
 func (n *Node) followMesh() {
 	load := time.NewTicker(time.Second)
 	defer load.Stop()
+	warmup := time.NewTimer(warmupLimit)
+	defer warmup.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
+		case <-warmup.C:
+			if v := n.mesh.View(); !v.Serving && n.ready.Load() {
+				n.log.WithField("after", warmupLimit).Warn("back ends in Consul not all read yet: taking children with what is known")
+				n.mesh.SetServing()
+			}
 		case <-n.mesh.Changed():
 			n.applyView()
 		case <-load.C:
@@ -257,6 +271,9 @@ func (n *Node) applyView() {
 	tv := topologyView(v)
 	n.plan.Store(topology.NewPlan(tv))
 	n.updateMounts(v.Backends)
+	if !v.Serving && v.BackendsSynced {
+		n.mesh.SetServing()
+	}
 	n.forgetAvoidOnChange(tv)
 	n.reroute()
 }

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,5 +362,78 @@ func TestConsulBackEndMountPinnedInConfig(t *testing.T) {
 	be.Publish(streamPath, 2)
 	if got := c.ids(t, 2, 5*time.Second); !slices.Equal(got, seq(1, 2)) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// instanceServer serves a shared back end on its own listener, as one
+// instance of a replicated back end, and counts the streams it holds.
+type instanceServer struct {
+	srv  *http.Server
+	addr string
+	open atomic.Int32
+}
+
+func startInstance(t *testing.T, be http.Handler) *instanceServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instanceServer{addr: ln.Addr().String()}
+	in.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in.open.Add(1)
+		defer in.open.Add(-1)
+		be.ServeHTTP(w, r)
+	})}
+	go func() { _ = in.srv.Serve(ln) }()
+	t.Cleanup(func() { _ = in.srv.Close() })
+	return in
+}
+
+func TestConsulBackEndInstanceFailover(t *testing.T) {
+	// Two instances of one back end (sharing one event log, as replicas of
+	// a CMS do) are registered in Consul. When the instance a root reads
+	// from dies, the root moves to the other, resuming with Last-Event-ID:
+	// clients see every event once.
+	consultest.Require(t)
+	agent := consultest.Start(t, consultest.Options{Datacenter: "dc1"})
+	be, _ := startBackend(t, backend.Config{})
+	ins := []*instanceServer{startInstance(t, be), startInstance(t, be)}
+	for i, in := range ins {
+		host, port, _ := strings.Cut(in.addr, ":")
+		p, _ := strconv.Atoi(port)
+		err := agent.Client(t).Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: "changelog-" + strconv.Itoa(i+1), Name: "changelog", Address: host, Port: p,
+			Tags: []string{"ssemesh"}, Meta: map[string]string{mesh.MetaPath: streamPath},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := meshNode(t, meshSpec{id: "root", dc: "dc1", tier: 0, consul: agent.HTTPAddr}, nil)
+	waitFor(t, "both instances known", 10*time.Second, func() bool {
+		m := n.findMount(streamPath)
+		return m != nil && len(m.instances) == 2
+	})
+	cs := []*sseClient{dial(t, "http://"+n.Addr()+streamPath, nil), dial(t, "http://"+n.Addr()+streamPath, nil)}
+	be.Publish(streamPath, 5)
+	expectAll(t, cs, 1, 5)
+
+	var used, other *instanceServer
+	for i, in := range ins {
+		if in.open.Load() == 1 {
+			used, other = in, ins[1-i]
+		}
+	}
+	if used == nil || other.open.Load() != 0 {
+		t.Fatalf("open streams per instance: %d, %d; want exactly one", ins[0].open.Load(), ins[1].open.Load())
+	}
+	_ = used.srv.Close() // the instance dies: listener and connections gone
+	waitFor(t, "stream moved to the other instance", 10*time.Second, func() bool { return other.open.Load() == 1 })
+	be.Publish(streamPath, 5)
+	expectAll(t, cs, 6, 10)
+	st := be.Stats(streamPath)
+	if st.Total != 2 || st.LastEventIDs[1] != "5" {
+		t.Fatalf("back end saw %d connections, Last-Event-IDs %v; want 2, the second resuming from 5", st.Total, st.LastEventIDs)
 	}
 }
