@@ -157,6 +157,7 @@ func (m *Mesh) notePeer(n *memberlist.Node, gone bool) {
 		m.peers[n.Name] = p
 	}
 	p.meta = nm
+	p.addr = n.Address()
 	if gone {
 		// memberlist does not tell a leave from a death (the State of the
 		// node it passes is never updated). A node leaves only through
@@ -250,12 +251,16 @@ func (m *Mesh) reclaimJoin(ctx context.Context) {
 		if !sleepCtx(ctx, time.Until(m.startedAt.Add(at+reclaim/4))) {
 			return
 		}
+		// Addresses as copied in notePeer: memberlist's own node structs
+		// change under its lock and must not be read here.
 		var addrs []string
-		for _, n := range m.ml.Members() {
-			if n.Name != m.cfg.NodeID {
-				addrs = append(addrs, n.Address())
+		m.mu.Lock()
+		for _, p := range m.peers {
+			if p.departed.IsZero() && p.addr != "" {
+				addrs = append(addrs, p.addr)
 			}
 		}
+		m.mu.Unlock()
 		if len(addrs) == 0 {
 			continue
 		}

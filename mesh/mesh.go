@@ -65,6 +65,7 @@ type Mesh struct {
 // peer is a gossip member other than this node, copied from memberlist's
 // events (memberlist's own node structs are not safe to read later).
 type peer struct {
+	addr     string // gossip address, host:port
 	meta     nodeMeta
 	state    memberlist.NodeStateType
 	suspect  bool

@@ -342,9 +342,17 @@ func TestMeshRootRestartCycle(t *testing.T) {
 			t.Errorf("back end held two connections for %s", samples[i+1].at-c.at)
 		}
 	}
+	// Besides the three owners' connections, a root may fetch history for
+	// a child that resumes from an id older than its fresh buffer: a short
+	// request each (to the back end or to the other root), counted by the
+	// relay.
+	var catchUps int
+	for _, r := range []*Node{other, back} {
+		catchUps += int(r.Relay().Metrics().Snapshot().CatchUps)
+	}
 	st := tr.be.Stats(streamPath)
-	if st.Total != 3 || st.Open != 1 {
-		t.Fatalf("back end saw %d connections (%d open) over the cycle, want 3 (owner, successor, owner again) with 1 open", st.Total, st.Open)
+	if st.Total < 3 || st.Total > 3+catchUps || st.Open != 1 {
+		t.Fatalf("back end saw %d connections (%d open) over the cycle, want 3 (owner, successor, owner again) plus at most the roots' %d catch-up fetches, 1 open", st.Total, st.Open, catchUps)
 	}
 	for i, id := range st.LastEventIDs[1:] {
 		if id == "" {

@@ -57,7 +57,7 @@ type nodeCollector struct {
 	info, ready, clients, capacity, streams          *prometheus.Desc
 	clientsTotal, refused, eventsIn, deliveries      *prometheus.Desc
 	latency, disconnects, slowPath, upstreamConnects *prometheus.Desc
-	upstreamErrors, reparents, gaps                  *prometheus.Desc
+	upstreamErrors, reparents, gaps, catchUps        *prometheus.Desc
 	members, consulErrors                            *prometheus.Desc
 }
 
@@ -83,6 +83,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 		upstreamErrors:   d("upstream_errors_total", "Failed upstream connections and reads, by kind.", "kind"),
 		reparents:        d("reparents_total", "Make-before-break switches of a stream to a new upstream."),
 		gaps:             d("gaps_total", "Subscribers told of events that could not be replayed."),
+		catchUps:         d("catchup_fetches_total", "Upstream requests for history older than the buffer, made for resuming subscribers."),
 		members:          d("mesh_members", "Gossip members by state.", "state"),
 		consulErrors:     d("consul_request_errors_total", "Failed Consul requests."),
 	}
@@ -93,7 +94,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
-		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps,
+		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
 		c.members, c.consulErrors,
 	} {
 		ch <- d
@@ -141,6 +142,7 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	byLabel(c.upstreamErrors, s.UpstreamErrors)
 	counter(c.reparents, s.Reparents)
 	counter(c.gaps, s.Gaps)
+	counter(c.catchUps, s.CatchUps)
 
 	if ms == nil {
 		return

@@ -124,6 +124,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{"ssemesh_upstream_connects_total", nil, 1},
 		{"ssemesh_reparents_total", nil, 0},
 		{"ssemesh_gaps_total", nil, 0},
+		{"ssemesh_catchup_fetches_total", nil, 0},
 		{"ssemesh_delivery_latency_seconds", nil, clients * events},
 	}
 	for _, m := range exact {

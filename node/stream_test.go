@@ -153,7 +153,7 @@ func TestClientResumesWithLastEventID(t *testing.T) {
 }
 
 func TestResumeOlderThanRingAsksUpstream(t *testing.T) {
-	be, _, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Relay.RingEvents = 5 })
+	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Relay.RingEvents = 5 })
 	live := dial(t, url, nil)
 	publishStepwise(t, be, live, 30)
 
@@ -168,6 +168,9 @@ func TestResumeOlderThanRingAsksUpstream(t *testing.T) {
 	be.Publish(streamPath, 1)
 	if got := c.ids(t, 1, 5*time.Second); !slices.Equal(got, seq(31, 31)) {
 		t.Fatalf("got %v after the catch-up, want 31", got)
+	}
+	if got := n.Relay().Metrics().Snapshot().CatchUps; got != 1 {
+		t.Fatalf("CatchUps = %d, want 1", got)
 	}
 }
 

@@ -24,6 +24,7 @@ type Metrics struct {
 	UpstreamConnects atomic.Uint64 // successful upstream connections (200)
 	Reparents        atomic.Uint64 // make-before-break switches to a new target
 	Gaps             atomic.Uint64 // subscribers told of an unfillable gap
+	CatchUps         atomic.Uint64 // upstream requests for history older than the ring
 	SlowPath         atomic.Uint64 // moves of a subscriber whose socket was full to the catch-up path
 
 	mu          sync.Mutex
@@ -69,11 +70,11 @@ func (m *Metrics) observe(d time.Duration, n uint64) {
 
 // Snapshot is a copy of the counters.
 type Snapshot struct {
-	ClientsTotal, EventsIn, Deliveries, UpstreamConnects, Reparents, Gaps, SlowPath uint64
-	Disconnects                                                                     map[string]uint64
-	UpstreamErrors                                                                  map[string]uint64
-	Refused                                                                         map[string]uint64
-	Latency                                                                         HistogramSnapshot
+	ClientsTotal, EventsIn, Deliveries, UpstreamConnects, Reparents, Gaps, CatchUps, SlowPath uint64
+	Disconnects                                                                               map[string]uint64
+	UpstreamErrors                                                                            map[string]uint64
+	Refused                                                                                   map[string]uint64
+	Latency                                                                                   HistogramSnapshot
 }
 
 // Snapshot copies the counters.
@@ -85,6 +86,7 @@ func (m *Metrics) Snapshot() Snapshot {
 		UpstreamConnects: m.UpstreamConnects.Load(),
 		Reparents:        m.Reparents.Load(),
 		Gaps:             m.Gaps.Load(),
+		CatchUps:         m.CatchUps.Load(),
 		SlowPath:         m.SlowPath.Load(),
 		Latency:          m.latency.Snapshot(),
 	}

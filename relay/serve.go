@@ -212,6 +212,7 @@ func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.CatchUpTimeout)
 	defer cancel()
+	s.r.metrics.CatchUps.Add(1)
 	resp, refusal, _ := s.connect(ctx, t, lastEventID, true)
 	if refusal != nil {
 		return nil, 0, "upstream could not resume: " + refusal.Reason
