@@ -380,14 +380,13 @@ func (c *Config) Validate() error {
 	if a := c.Mesh.Advertise; a != "" && !advertisable(a) {
 		return &ConfigError{Key: "mesh.advertise", Reason: fmt.Sprintf("want a host name or an IP address peers can reach, without port, got %q", a)}
 	}
-	if c.Mesh.AvoidFor < 0 {
-		return &ConfigError{Key: "mesh.avoid_for", Reason: "must not be negative"}
-	}
-	if c.Mesh.Handoff < 0 {
-		return &ConfigError{Key: "mesh.handoff", Reason: "must not be negative"}
-	}
-	if c.Mesh.Settle < 0 {
-		return &ConfigError{Key: "mesh.settle", Reason: "must not be negative"}
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{{"mesh.avoid_for", c.Mesh.AvoidFor}, {"mesh.handoff", c.Mesh.Handoff}, {"mesh.settle", c.Mesh.Settle}} {
+		if d.d < 0 {
+			return &ConfigError{Key: d.key, Reason: "must not be negative"}
+		}
 	}
 	if c.Mesh.Enabled() {
 		return c.checkMesh()

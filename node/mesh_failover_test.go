@@ -275,17 +275,7 @@ func TestMeshRootRestartCycle(t *testing.T) {
 	tr.be.Publish(streamPath, 5)
 	expectAll(t, cs, 1, 5)
 
-	var owner, other *Node
-	for _, r := range tr.roots {
-		if upstreamOf(r, streamPath) == "" {
-			owner = r
-		} else {
-			other = r
-		}
-	}
-	if owner == nil || other == nil {
-		t.Fatal("no single owner among the roots")
-	}
+	owner, other := tr.owner(t)
 	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 2000)
 	cw := watchConns(t, tr.be, streamPath)
 	start := time.Now()

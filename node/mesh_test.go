@@ -99,6 +99,23 @@ func (tr *tree) all() []*Node {
 	return slices.Concat(tr.roots, tr.relays, tr.leaves)
 }
 
+// owner returns the root that holds the stream's back-end connection and
+// the other root.
+func (tr *tree) owner(t *testing.T) (owner, other *Node) {
+	t.Helper()
+	for _, r := range tr.roots {
+		if upstreamOf(r, streamPath) == "" {
+			owner = r
+		} else {
+			other = r
+		}
+	}
+	if owner == nil || other == nil {
+		t.Fatal("no single owner among the roots")
+	}
+	return owner, other
+}
+
 // upstreamOf is the parent node a stream on n uses now ("" = back end).
 func upstreamOf(n *Node, key string) string {
 	n.routesMu.Lock()
@@ -270,17 +287,7 @@ func TestMeshOwnerRootTakeover(t *testing.T) {
 	tr.be.Publish(streamPath, 10)
 	expectAll(t, cs, 1, 10)
 
-	var owner, other *Node
-	for _, r := range tr.roots {
-		if upstreamOf(r, streamPath) == "" {
-			owner = r
-		} else {
-			other = r
-		}
-	}
-	if owner == nil || other == nil {
-		t.Fatal("no single owner among the roots")
-	}
+	owner, other := tr.owner(t)
 	start := time.Now()
 	owner.Kill()
 	waitFor(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
