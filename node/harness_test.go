@@ -303,3 +303,21 @@ func (c *sseClient) tryIDs(n int, d time.Duration) ([]string, error) {
 	}
 	return out, nil
 }
+
+// nextBlock returns the next block of any kind (retry-only and id-only
+// blocks included) or fails after d.
+func (c *sseClient) nextBlock(t testing.TB, d time.Duration) sse.Event {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case ev, ok := <-c.events:
+		if !ok {
+			t.Fatalf("stream ended (err %v) while waiting for a block", c.err)
+		}
+		return ev
+	case <-timer.C:
+		t.Fatalf("no block within %s", d)
+	}
+	return sse.Event{}
+}

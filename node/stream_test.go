@@ -283,3 +283,46 @@ func publishStepwise(t *testing.T, be *backend.Backend, watch *sseClient, n int)
 		watch.next(t, 5*time.Second)
 	}
 }
+
+func TestRetryIsNotMultipliedAlongAChain(t *testing.T) {
+	// The back end's retry: reaches a client through two nodes once before
+	// the first event, whether the client opened the stream or joined it;
+	// a client that joins later gets it in front of its live events.
+	be, a, _ := oneBackend(t, backend.Config{Retry: 3 * time.Second}, nil)
+	bcfg := testConfig(BackendSpec{Name: "chained", URI: "http://" + a.Addr() + streamPath})
+	bcfg.NodeID = a.ID() + "-child"
+	b := startNode(t, bcfg)
+	url := "http://" + b.Addr() + streamPath
+	retries := func(c *sseClient, until string) int {
+		n := 0
+		for {
+			ev := c.nextBlock(t, 5*time.Second)
+			if ev.Retry >= 0 {
+				if ev.Retry != 3000 {
+					t.Fatalf("retry %d, want 3000", ev.Retry)
+				}
+				n++
+			}
+			if until == "" && n > 0 || ev.HasData && ev.ID == until {
+				return n
+			}
+		}
+	}
+	// The stream is live on a (and has its retry) before b asks for it.
+	direct := dial(t, "http://"+a.Addr()+streamPath, nil)
+	if n := retries(direct, ""); n != 1 {
+		t.Fatalf("direct client got retry %d times, want once", n)
+	}
+	first := dial(t, url, nil)
+	waitFor(t, "chain open", 5*time.Second, func() bool { return a.Relay().Clients() == 2 })
+	be.Publish(streamPath, 1)
+	if n := retries(first, "1"); n != 1 {
+		t.Fatalf("first client got retry %d times before event 1, want once", n)
+	}
+	late := dial(t, url, nil)
+	waitFor(t, "late client attached", 5*time.Second, func() bool { return b.Relay().Clients() == 2 })
+	be.Publish(streamPath, 1)
+	if n := retries(late, "2"); n != 1 {
+		t.Fatalf("late client got retry %d times before event 2, want once", n)
+	}
+}

@@ -84,6 +84,13 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		}
 	}
 	retry := s.retry
+	// A subscriber that will be sent the ring entry carrying the retry
+	// value does not need it again in front: each hop of a chain would
+	// otherwise add one more copy. A catch-up subscriber's start is not
+	// known yet, so it gets the value in front.
+	if !catchUp && s.retrySeq >= s.ring.first && c.next <= s.retrySeq {
+		retry = -1
+	}
 	c.pos.Store(c.next)
 	s.all[c] = struct{}{}
 	s.slow[c] = struct{}{}

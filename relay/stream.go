@@ -51,6 +51,7 @@ type stream struct {
 	origin     string // Last-Event-ID the stream was first opened upstream with
 	originSet  bool
 	retry      int64         // newest upstream retry value, -1 none; sent to every new subscriber
+	retrySeq   uint64        // ring seq of the block that set retry
 	wake       chan struct{} // closed and replaced on every change, for waiting writers
 	refs       int           // subscribers attached or waiting
 	linger     *time.Timer
@@ -242,7 +243,10 @@ func (s *stream) publish(ev sse.Event, now time.Time) {
 		s.lastID, s.hasLastID = ev.ID, true
 		s.eventsAtLastID = s.eventsIn
 	}
-	s.ring.push(s.lastID, ev.HasID, wire, now)
+	seq := s.ring.push(s.lastID, ev.HasID, wire, now)
+	if ev.Retry >= 0 {
+		s.retrySeq = seq
+	}
 	s.wakeLocked()
 	s.mu.Unlock()
 	s.r.metrics.EventsIn.Add(1)
