@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -711,4 +712,63 @@ func TestDrainSendsJitteredRetryHint(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
 		t.Fatalf("a new subscriber during drain got %s (Retry-After %q), want 503 with Retry-After 1", resp.Status, resp.Header.Get("Retry-After"))
 	}
+}
+
+func TestEarlySubscribersFromConsecutiveIDs(t *testing.T) {
+	// Two children open one stream a moment apart, from consecutive ids:
+	// the first opens it from 18, the second arrives while it connects,
+	// from 19. Neither may be sent an event it named.
+	b := &feedBackend{resumes: make(chan string, 16), resumeLive: true}
+	b.resume = func(w http.ResponseWriter, lastID string, history []string) {
+		found := false
+		for _, block := range history {
+			if found {
+				_, _ = io.WriteString(w, block)
+			}
+			found = found || strings.HasPrefix(block, "id: "+lastID+"\n")
+		}
+	}
+	gate := make(chan struct{})
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-gate
+		b.serve(w, r)
+	}))
+	t.Cleanup(b.srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+	b.publish(17, 18, 19) // history only: nobody is connected yet
+
+	r := newTestRelay(t, testConfig())
+	url := startFront(t, r, b) + "/s"
+	opened := make(chan *sseConn, 1)
+	go func() { opened <- subscribe(t, url, idp("18")) }()
+	waiting := func(n int) bool {
+		r.mu.Lock()
+		s := r.streams["/s"]
+		r.mu.Unlock()
+		if s == nil {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.refs == n
+	}
+	for !waiting(1) {
+		runtime.Gosched()
+	}
+	second := make(chan *sseConn, 1)
+	go func() { second <- subscribe(t, url, idp("19")) }()
+	for !waiting(2) {
+		runtime.Gosched()
+	}
+	close(gate)
+	first, late := <-opened, <-second
+	b.publish(20)
+	first.expectIDs(t, 19, 20)
+	late.expectIDs(t, 20)
 }

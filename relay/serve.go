@@ -70,16 +70,26 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		c.next = s.ring.first
 	}
 	catchUp := false
-	if sr.HasLastEventID && !(s.hasLastID && s.lastID == sr.LastEventID) {
-		if seq, ok := s.ring.after(sr.LastEventID); ok {
+	if sr.HasLastEventID {
+		upToDate := s.hasLastID && s.lastID == sr.LastEventID
+		seq, inRing := s.ring.after(sr.LastEventID)
+		switch {
+		case upToDate && !early:
+			// Live from the head.
+		case inRing:
+			// Also for an early subscriber: starting at the ring's first
+			// entry would send it the event it named again (two children
+			// opening one stream a moment apart, from consecutive ids).
 			c.next = seq
-		} else if s.originSet && s.origin == sr.LastEventID && s.ring.first == 1 {
+		case s.originSet && s.origin == sr.LastEventID && s.ring.first == 1:
 			// The stream was opened upstream from this very id and the ring
 			// still holds everything received since: that is exactly what
 			// the subscriber misses. Once the ring has dropped its start,
 			// the subscriber goes through upstream catch-up instead.
 			c.next = 1
-		} else {
+		case upToDate:
+			c.next = s.ring.head() + 1
+		default:
 			catchUp = true
 		}
 	}
