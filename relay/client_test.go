@@ -772,3 +772,34 @@ func TestEarlySubscribersFromConsecutiveIDs(t *testing.T) {
 	first.expectIDs(t, 19, 20)
 	late.expectIDs(t, 20)
 }
+
+func TestRingAgeEnforcedOnAQuietStream(t *testing.T) {
+	// Entries older than RingAge leave the buffer on the heartbeat tick
+	// even when no new event arrives to push them out.
+	b := newFeedBackend(t, nil)
+	cfg := testConfig()
+	cfg.RingAge = 500 * time.Millisecond
+	cfg.Heartbeat = 20 * time.Millisecond
+	r := newTestRelay(t, cfg)
+	url := startFront(t, r, b) + "/s"
+	c := subscribe(t, url, nil)
+	b.publish(1, 2, 3)
+	c.expectIDs(t, 1, 2, 3)
+	buffered := func() int {
+		infos := r.StreamInfo()
+		if len(infos) != 1 {
+			t.Fatalf("StreamInfo = %+v, want one stream", infos)
+		}
+		return infos[0].Buffered
+	}
+	if n := buffered(); n != 3 {
+		t.Fatalf("buffered %d right after publishing, want 3", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for buffered() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("buffer still holds %d entries long after ring_age", buffered())
+		}
+		<-time.After(10 * time.Millisecond) // polling interval
+	}
+}

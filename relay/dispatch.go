@@ -45,6 +45,11 @@ func (s *stream) runDispatcher() {
 		}
 
 		s.mu.Lock()
+		if beat {
+			// Age is otherwise enforced only when an event arrives; a
+			// quiet stream must not hold entries past ring_age either.
+			s.ring.expire(time.Now())
+		}
 		over := s.state == stateClosed || s.state == stateEnded || s.state == stateFailed
 		for _, c := range s.joiners {
 			c.slow = false // back from catch-up: the dispatcher owns it again
