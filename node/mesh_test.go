@@ -255,16 +255,7 @@ func TestMeshHardKillOfRelayLosesNothing(t *testing.T) {
 	expectAll(t, cs, 1, 10)
 
 	// Kill the relay carrying the most leaves.
-	var victim *Node
-	count := map[string]int{}
-	for _, l := range tr.leaves {
-		count[upstreamOf(l, streamPath)]++
-	}
-	for _, r := range tr.relays {
-		if victim == nil || count[r.ID()] > count[victim.ID()] {
-			victim = r
-		}
-	}
+	victim := busiest(tr.relays, tr.leaves)
 	start := time.Now()
 	victim.Kill()
 	for _, l := range tr.leaves {

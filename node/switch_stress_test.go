@@ -14,70 +14,6 @@ import (
 	"github.com/ssemesh/ssemesh/relay"
 )
 
-func TestSwitchBetweenParentsUnderTraffic(t *testing.T) {
-	// A relay switches make-before-break between two parent nodes again and
-	// again while events flow; the parents drop the stream as soon as it
-	// has no subscriber, so most switches open a fresh stream on the new
-	// parent. The subscriber must see every event exactly once.
-	const events = 400
-	be, addr := startBackend(t, backend.Config{})
-	parents := make([]*Node, 2)
-	for i := range parents {
-		cfg := testConfig(BackendSpec{Name: "changelog", URI: "http://" + addr + streamPath})
-		cfg.NodeID = "parent-" + strconv.Itoa(i)
-		cfg.Relay.Linger = Duration(time.Millisecond)
-		parents[i] = startNode(t, cfg)
-	}
-	var cur atomic.Int32
-	target := func(*relay.Attempt) (relay.Target, error) {
-		p := parents[cur.Load()]
-		return relay.Target{URL: "http://" + p.Addr() + streamPath, Label: p.ID(), Parent: p.ID(), Fallback: true,
-			Header: http.Header{ViaHeader: {"child"}}}, nil
-	}
-	cfg := testConfig()
-	rcfg, err := cfg.RelayConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := relay.New(rcfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		_ = r.Serve(w, req, relay.Request{Key: streamPath, Target: target})
-	}))
-	t.Cleanup(srv.Close)
-	c := dial(t, srv.URL+streamPath, nil)
-	waitFor(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
-
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < events; i++ {
-			be.Publish(streamPath, 1)
-			time.Sleep(2 * time.Millisecond) // pacing of the load, not synchronisation
-		}
-	}()
-	switches := 0
-	for {
-		select {
-		case <-done:
-		case <-time.After(25 * time.Millisecond):
-			cur.Store(1 - cur.Load())
-			r.Retarget(streamPath)
-			switches++
-			continue
-		}
-		break
-	}
-	got, err := c.tryIDs(events, 20*time.Second)
-	if err != nil || !slices.Equal(got, seq(1, events)) {
-		t.Fatalf("after %d switches: got %d ids (%v): %v", switches, len(got), err, firstDiff(got, seq(1, events)))
-	}
-	t.Logf("%d switch requests, %d switches made", switches, r.Metrics().Snapshot().Reparents)
-}
-
 // switchingRelay is a relay on its own listener whose upstream alternates
 // between urls on every flip.
 type switchingRelay struct {
@@ -118,27 +54,24 @@ func (sr *switchingRelay) flip() {
 	sr.r.Retarget(streamPath)
 }
 
-func TestSwitchingAtEveryLevel(t *testing.T) {
-	// Two levels of relays that each switch between two parents while
-	// events flow: the middle relays drop their stream as soon as the
-	// child leaves, so the child's switches often land on a stream that
-	// is itself just opening or switching.
-	const events = 400
-	be, addr := startBackend(t, backend.Config{})
-	parents := make([]string, 2)
-	for i := range parents {
+// startParents starts n nodes that take the stream from the back end at
+// addr, and returns their stream URLs.
+func startParents(t *testing.T, addr string, n int, linger time.Duration) []string {
+	urls := make([]string, n)
+	for i := range urls {
 		cfg := testConfig(BackendSpec{Name: "changelog", URI: "http://" + addr + streamPath})
 		cfg.NodeID = "parent-" + strconv.Itoa(i)
-		parents[i] = "http://" + startNode(t, cfg).Addr() + streamPath
+		cfg.Relay.Linger = Duration(linger)
+		urls[i] = "http://" + startNode(t, cfg).Addr() + streamPath
 	}
-	mids := []*switchingRelay{
-		startSwitchingRelay(t, "mid-0", time.Millisecond, parents...),
-		startSwitchingRelay(t, "mid-1", time.Millisecond, parents[1], parents[0]),
-	}
-	leaf := startSwitchingRelay(t, "leaf", 30*time.Second, mids[0].url, mids[1].url)
-	c := dial(t, leaf.url, nil)
-	waitFor(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	return urls
+}
 
+// switchUnderTraffic publishes events one every 2 ms while calling flip
+// every 10 ms, then checks the client got every event exactly once. It
+// returns the number of flips.
+func switchUnderTraffic(t *testing.T, be *backend.Backend, c *sseClient, events int, flip func(round int)) int {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -147,29 +80,60 @@ func TestSwitchingAtEveryLevel(t *testing.T) {
 			time.Sleep(2 * time.Millisecond) // pacing of the load, not synchronisation
 		}
 	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	round := 0
-	for {
+	for running := true; running; {
 		select {
 		case <-done:
-		case <-time.After(10 * time.Millisecond):
+			running = false
+		case <-tick.C:
 			round++
-			switch round % 3 {
-			case 0:
-				leaf.flip()
-			case 1:
-				mids[0].flip()
-			case 2:
-				mids[1].flip()
-			}
-			continue
+			flip(round)
 		}
-		break
 	}
 	got, err := c.tryIDs(events, 20*time.Second)
-	if err != nil || !slices.Equal(got, seq(1, events)) {
-		t.Fatalf("after %d flips: got %d ids (%v): %v", round, len(got), err, firstDiff(got, seq(1, events)))
+	if want := seq(1, events); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("after %d flips: got %d ids (%v): %s", round, len(got), err, firstDiff(got, want))
 	}
-	t.Logf("%d flips; switches: leaf %d, mid-0 %d, mid-1 %d", round, leaf.r.Metrics().Snapshot().Reparents,
+	return round
+}
+
+func TestSwitchBetweenParentsUnderTraffic(t *testing.T) {
+	// A relay switches make-before-break between two parent nodes again and
+	// again while events flow; the parents drop the stream as soon as it
+	// has no subscriber, so most switches open a fresh stream on the new
+	// parent. The subscriber must see every event exactly once.
+	be, addr := startBackend(t, backend.Config{})
+	sr := startSwitchingRelay(t, "child", 30*time.Second, startParents(t, addr, 2, time.Millisecond)...)
+	c := dial(t, sr.url, nil)
+	waitFor(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	flips := switchUnderTraffic(t, be, c, 400, func(round int) {
+		if round%2 == 0 { // every 20 ms
+			sr.flip()
+		}
+	})
+	t.Logf("%d flip requests, %d switches made", flips/2, sr.r.Metrics().Snapshot().Reparents)
+}
+
+func TestSwitchingAtEveryLevel(t *testing.T) {
+	// Two levels of relays that each switch between two parents while
+	// events flow: the middle relays drop their stream as soon as the
+	// child leaves, so the child's switches often land on a stream that
+	// is itself just opening or switching.
+	be, addr := startBackend(t, backend.Config{})
+	parents := startParents(t, addr, 2, 30*time.Second)
+	mids := []*switchingRelay{
+		startSwitchingRelay(t, "mid-0", time.Millisecond, parents...),
+		startSwitchingRelay(t, "mid-1", time.Millisecond, parents[1], parents[0]),
+	}
+	leaf := startSwitchingRelay(t, "leaf", 30*time.Second, mids[0].url, mids[1].url)
+	c := dial(t, leaf.url, nil)
+	waitFor(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	flips := switchUnderTraffic(t, be, c, 400, func(round int) {
+		[]*switchingRelay{leaf, mids[0], mids[1]}[round%3].flip()
+	})
+	t.Logf("%d flips; switches: leaf %d, mid-0 %d, mid-1 %d", flips, leaf.r.Metrics().Snapshot().Reparents,
 		mids[0].r.Metrics().Snapshot().Reparents, mids[1].r.Metrics().Snapshot().Reparents)
 }
 
@@ -181,7 +145,8 @@ func firstDiff(got, want []string) string {
 		}
 		if got[i] != want[i] {
 			lo := max(0, i-3)
-			return "at index " + strconv.Itoa(i) + ": got " + strconv.Quote(got[i]) + " want " + strconv.Quote(want[i]) + " (got around: " + strings.Join(got[lo:min(len(got), i+4)], " ") + ")"
+			return "at index " + strconv.Itoa(i) + ": got " + strconv.Quote(got[i]) + " want " + strconv.Quote(want[i]) +
+				" (got around: " + strings.Join(got[lo:min(len(got), i+4)], " ") + ")"
 		}
 	}
 	return "equal"

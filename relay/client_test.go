@@ -357,9 +357,19 @@ const eventWait = 5 * time.Second
 // subscribe opens url with an optional Last-Event-ID and expects a stream.
 func subscribe(t *testing.T, url string, lastID *string) *sseConn {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	c, err := openSubscription(t, url, lastID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c
+}
+
+// openSubscription is subscribe for goroutines other than the test's own:
+// it reports a failure instead of ending the test.
+func openSubscription(t *testing.T, url string, lastID *string) (*sseConn, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
 	}
 	if lastID != nil {
 		req.Header.Set("Last-Event-ID", *lastID)
@@ -367,12 +377,12 @@ func subscribe(t *testing.T, url string, lastID *string) *sseConn {
 	tr := &http.Transport{}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK || !isEventStream(resp.Header.Get("Content-Type")) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		t.Fatalf("GET %s: %s %q: %s", url, resp.Status, resp.Header.Get("Content-Type"), body)
+		return nil, fmt.Errorf("GET %s: %s %q: %s", url, resp.Status, resp.Header.Get("Content-Type"), body)
 	}
 	c := &sseConn{resp: resp, events: make(chan sse.Event, 64), done: make(chan struct{})}
 	go func() {
@@ -399,7 +409,7 @@ func subscribe(t *testing.T, url string, lastID *string) *sseConn {
 		}
 		tr.CloseIdleConnections()
 	})
-	return c
+	return c, nil
 }
 
 func idp(s string) *string { return &s }
@@ -745,8 +755,19 @@ func TestEarlySubscribersFromConsecutiveIDs(t *testing.T) {
 
 	r := newTestRelay(t, testConfig())
 	url := startFront(t, r, b) + "/s"
-	opened := make(chan *sseConn, 1)
-	go func() { opened <- subscribe(t, url, idp("18")) }()
+	type result struct {
+		c   *sseConn
+		err error
+	}
+	open := func(id string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			c, err := openSubscription(t, url, idp(id))
+			ch <- result{c, err}
+		}()
+		return ch
+	}
+	opened := open("18")
 	waiting := func(n int) bool {
 		r.mu.Lock()
 		s := r.streams["/s"]
@@ -761,13 +782,16 @@ func TestEarlySubscribersFromConsecutiveIDs(t *testing.T) {
 	for !waiting(1) {
 		runtime.Gosched()
 	}
-	second := make(chan *sseConn, 1)
-	go func() { second <- subscribe(t, url, idp("19")) }()
+	second := open("19")
 	for !waiting(2) {
 		runtime.Gosched()
 	}
 	close(gate)
-	first, late := <-opened, <-second
+	r1, r2 := <-opened, <-second
+	if r1.err != nil || r2.err != nil {
+		t.Fatalf("subscribing: %v, %v", r1.err, r2.err)
+	}
+	first, late := r1.c, r2.c
 	b.publish(20)
 	first.expectIDs(t, 19, 20)
 	late.expectIDs(t, 20)
