@@ -26,3 +26,4 @@ build:
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParser -fuzztime 60s ./internal/sse/
+	$(GO) test -run XXX -fuzz FuzzClientPathMapping -fuzztime 60s ./node/

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -51,9 +53,32 @@ type GossipConfig struct {
 	// Seeds are gossip addresses joined at start and whenever this node
 	// finds itself alone.
 	Seeds []string
-	// Key is an optional base64 AES key (16, 24 or 32 bytes) that encrypts
-	// and authenticates all gossip; nodes with another key cannot join.
+	// Key is a base64 AES key (16, 24 or 32 bytes) that encrypts and
+	// authenticates all gossip; nodes with another key cannot join. It is
+	// required when Bind is not a loopback address (see InsecureNoKey):
+	// without it anyone who reaches the port can join as any tier and
+	// advertise addresses that peers then send clients and streams to.
 	Key string
+	// AcceptKeys are further base64 AES keys (same rules as Key) that are
+	// accepted when decrypting gossip but never used to encrypt. They let
+	// the key be rotated without downtime: add the new key here on every
+	// node, then make it Key (keeping the old one here), then drop the old
+	// one. Requires Key.
+	AcceptKeys []string
+	// InsecureNoKey allows gossip without Key on a non-loopback Bind. Such
+	// gossip is neither encrypted nor authenticated: any host that reaches
+	// the port can join as any tier. Only for trusted, isolated networks;
+	// Start logs a warning when it is in effect.
+	InsecureNoKey bool
+	// AllowedNetworks optionally restricts membership to these CIDR
+	// networks ("10.0.0.0/8", "fd00::/8"; IPv4 and IPv6 are listed
+	// separately): memberlist drops alive messages sent from other sources
+	// and refuses members announcing an address outside them, whoever
+	// relays it. A second fence next to Key (or the only one with
+	// InsecureNoKey); it is no firewall: memberlist still answers pings and
+	// state exchanges from anywhere. This node's own gossip address must be
+	// inside. Empty allows every address.
+	AllowedNetworks []string
 	// Fast shortens probe, suspicion and gossip intervals for tests and
 	// demos on loopback: a member that stops answering is marked suspect
 	// within about 0.5 s and dead about 1-2 s later (under 3 s in total).
@@ -213,10 +238,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("mesh.gossip.seeds[%d]: %q is not host:port: %w", i, s, err)
 		}
 	}
-	if c.Gossip.Key != "" {
-		if _, err := decodeKey(c.Gossip.Key); err != nil {
-			return fmt.Errorf("mesh.gossip.key: %w", err)
-		}
+	if err := c.Gossip.validateSecurity(); err != nil {
+		return err
 	}
 	if c.Consul.Address != "" {
 		if c.AdminAddr == "" {
@@ -301,6 +324,87 @@ func checkAddr(key, v string, portZeroOK bool) error {
 		}
 	}
 	return nil
+}
+
+// validateSecurity checks the key, the accepted keys, the allowed networks,
+// and that gossip is not open to the network without a key.
+func (g *GossipConfig) validateSecurity() error {
+	if g.Key != "" {
+		if _, err := decodeKey(g.Key); err != nil {
+			return fmt.Errorf("mesh.gossip.key: %w", err)
+		}
+	}
+	if len(g.AcceptKeys) > 0 && g.Key == "" {
+		return errors.New("mesh.gossip.accept_keys: only valid with mesh.gossip.key (accepted keys only decrypt; the key encrypts)")
+	}
+	for i, k := range g.AcceptKeys {
+		if _, err := decodeKey(k); err != nil {
+			return fmt.Errorf("mesh.gossip.accept_keys[%d]: %w", i, err)
+		}
+	}
+	bind := g.Bind
+	if bind == "" {
+		bind = DefaultGossipBind
+	}
+	bindHost, _, err := net.SplitHostPort(bind)
+	if err != nil {
+		return fmt.Errorf("mesh.gossip.bind: %q is not host:port: %w", bind, err)
+	}
+	if g.Key == "" && !g.InsecureNoKey && !isLoopbackHost(bindHost) {
+		return fmt.Errorf("mesh.gossip.key: required when gossip binds to a non-loopback address (%q): set a key (openssl rand -base64 32), bind gossip to loopback, or, on a trusted network only, set mesh.gossip.insecure_no_key", bind)
+	}
+	nets, err := g.allowedNetworks()
+	if err != nil {
+		return err
+	}
+	// When this node's own gossip address is known before start, it must
+	// be allowed too: memberlist would refuse the node its own membership.
+	own := bindHost
+	if g.Advertise != "" {
+		own, _, _ = net.SplitHostPort(g.Advertise)
+	}
+	if ip := net.ParseIP(own); len(nets) > 0 && ip != nil && !ip.IsUnspecified() && !ipInNets(ip, nets) {
+		key := "mesh.gossip.bind"
+		if g.Advertise != "" {
+			key = "mesh.gossip.advertise"
+		}
+		return fmt.Errorf("mesh.gossip.allowed_networks: this node's own gossip address %s (%s) is outside the allowed networks %v", ip, key, g.AllowedNetworks)
+	}
+	return nil
+}
+
+// allowedNetworks parses AllowedNetworks; nil when empty.
+func (g *GossipConfig) allowedNetworks() ([]net.IPNet, error) {
+	var nets []net.IPNet
+	for i, s := range g.AllowedNetworks {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("mesh.gossip.allowed_networks[%d]: %q is not a CIDR network such as 10.0.0.0/8: %w", i, s, err)
+		}
+		nets = append(nets, *n)
+	}
+	return nets, nil
+}
+
+func ipInNets(ip net.IP, nets []net.IPNet) bool {
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// isLoopbackHost reports whether a bind host is reachable only from this
+// machine: an IP literal in 127.0.0.0/8 or ::1, or the name "localhost".
+// An empty host, an unspecified address, any other IP and any other name
+// count as reachable from the network.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true // memberlistConfig binds it as 127.0.0.1
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func decodeKey(s string) ([]byte, error) {

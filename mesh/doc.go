@@ -28,6 +28,21 @@
 // With GossipConfig.Fast, a member that stops answering is suspect after
 // about 0.5 s and dead within about 3 s on loopback.
 //
+// # Gossip security
+//
+// Gossip is closed by default: Config.Validate refuses a non-loopback
+// GossipConfig.Bind (the default 0.0.0.0:7946 included) without
+// GossipConfig.Key, unless GossipConfig.InsecureNoKey says the network is
+// trusted. The key encrypts and authenticates every packet;
+// GossipConfig.AcceptKeys are further keys accepted for decryption only, so
+// the key can be rotated without downtime. GossipConfig.AllowedNetworks
+// optionally limits members to CIDR networks.
+//
+// Every member's advertised client and admin addresses must have the IP
+// address it gossips from as host (DNS names are accepted only with a
+// key); other members are refused and never appear in the view. So a
+// member can point peers only at its own host.
+//
 // # Consul
 //
 // When ConsulConfig.Address is set:

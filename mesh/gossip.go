@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -42,6 +43,11 @@ func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh.gossip.bind: %w", err)
 	}
+	if strings.EqualFold(host, "localhost") {
+		// memberlist takes a host it cannot parse as an IP for every
+		// interface; Validate counts "localhost" as loopback, so make it so.
+		host = "127.0.0.1"
+	}
 	conf.BindAddr, conf.BindPort, conf.AdvertisePort = host, port, port
 	if m.cfg.Gossip.Advertise != "" {
 		host, port, err := splitHostPort(m.cfg.Gossip.Advertise)
@@ -65,12 +71,27 @@ func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
 		conf.DeadNodeReclaimTime = fastReclaim
 	}
 	if m.key != nil {
-		conf.SecretKey = m.key
+		// The key encrypts; it and the accepted keys decrypt.
+		kr, err := memberlist.NewKeyring(m.acceptKeys, m.key)
+		if err != nil {
+			return nil, fmt.Errorf("mesh.gossip.key: %w", err)
+		}
+		conf.Keyring = kr
+	}
+	nets, err := m.cfg.Gossip.allowedNetworks()
+	if err != nil {
+		return nil, err
+	}
+	if len(nets) > 0 {
+		// memberlist drops alive messages sent from other sources and
+		// refuses members announcing addresses outside these networks.
+		conf.CIDRsAllowed = nets
 	}
 	d := &gossipDelegate{m: m}
 	conf.Delegate = d
 	conf.Events = d
 	conf.Ping = d
+	conf.Alive = d
 	conf.Logger = log.New(&logWriter{log: m.log.WithField("subsystem", "memberlist"), onSuspect: m.onSuspect}, "", 0)
 	return conf, nil
 }
@@ -89,7 +110,13 @@ func splitHostPort(s string) (string, int, error) {
 
 // gossipDelegate adapts memberlist's callbacks. memberlist calls the event
 // methods with its node lock held, so they only copy and signal.
-type gossipDelegate struct{ m *Mesh }
+type gossipDelegate struct {
+	m *Mesh
+	// self is this node's gossip IP as memberlist announced it.
+	self atomic.Pointer[string]
+	// refusals rate-limits the warnings of NotifyAlive (admission.go).
+	refusals refusalLog
+}
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
 	m := d.m

@@ -212,9 +212,12 @@ func TestMetaMaxSize(t *testing.T) {
 		t.Fatalf("round trip: %+v, %v", back, err)
 	}
 
-	// Gossip carries it intact.
+	// Gossip carries it intact. The addresses are DNS names, which peers
+	// accept only from key holders.
+	cfg.Gossip.Key = testKey1
 	big := startMesh(t, cfg)
 	small := testConfig(t, "s")
+	small.Gossip.Key = testKey1
 	small.Gossip.Seeds = []string{big.LocalAddr()}
 	s := startMesh(t, small)
 	big.SetLoad(cfg.Capacity, cfg.Capacity)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
 	"sort"
@@ -22,8 +23,11 @@ type Mesh struct {
 	cfg Config
 	log logrus.FieldLogger
 	key []byte
+	// acceptKeys decrypt gossip besides key (GossipConfig.AcceptKeys).
+	acceptKeys [][]byte
 
 	consulErrors atomic.Uint64
+	refusedAlive atomic.Uint64 // gossip alive messages refused by NotifyAlive
 
 	// main owns the goroutines that run until Shutdown; part owns those
 	// that announce this node (seed joins, Consul peer joins, registration)
@@ -107,6 +111,13 @@ func New(cfg Config) (*Mesh, error) {
 		}
 		m.key = k
 	}
+	for i, s := range cfg.Gossip.AcceptKeys {
+		k, err := decodeKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("mesh.gossip.accept_keys[%d]: %w", i, err)
+		}
+		m.acceptKeys = append(m.acceptKeys, k)
+	}
 	if cfg.Consul.Address != "" {
 		var err error
 		if m.consul, m.consulShort, err = newConsulClients(cfg.Consul); err != nil {
@@ -139,11 +150,27 @@ func (m *Mesh) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mesh: starting gossip on %s: %w", m.cfg.Gossip.Bind, err)
 	}
+	if len(conf.CIDRsAllowed) > 0 && ml.NumMembers() == 0 {
+		// memberlist refused this node's own address (it is outside the
+		// allowed networks); it would run without a local node.
+		own := "?"
+		if d, ok := conf.Alive.(*gossipDelegate); ok {
+			if p := d.self.Load(); p != nil {
+				own = *p
+			}
+		}
+		_ = ml.Shutdown()
+		return fmt.Errorf("mesh: starting gossip: mesh.gossip.allowed_networks: this node's own gossip address %s is outside the allowed networks %v", own, m.cfg.Gossip.AllowedNetworks)
+	}
 	m.ml = ml
 	m.started = true
 	addr := ml.LocalNode().Address()
 	m.gossipAddr.Store(&addr)
 	m.log.WithField("gossip", addr).Info("mesh: gossip up")
+	if bindHost, _, _ := net.SplitHostPort(m.cfg.Gossip.Bind); m.key == nil && !isLoopbackHost(bindHost) {
+		// Validate lets this through only with InsecureNoKey.
+		m.log.WithField("bind", m.cfg.Gossip.Bind).Warn("mesh: gossip has no key (mesh.gossip.insecure_no_key) on a non-loopback address: it is neither encrypted nor authenticated, and any host that reaches the port can join as any tier")
+	}
 
 	m.startedAt = time.Now()
 	m.main.Go(m.publishLoop)
@@ -256,6 +283,11 @@ func (m *Mesh) Shutdown() error {
 
 // ConsulErrors counts failed Consul requests since start.
 func (m *Mesh) ConsulErrors() uint64 { return m.consulErrors.Load() }
+
+// RefusedMembers counts gossip alive messages refused because the member's
+// advertised addresses did not match its gossip address (or its metadata
+// was unreadable).
+func (m *Mesh) RefusedMembers() uint64 { return m.refusedAlive.Load() }
 
 // Abandon stops the mesh the way a crash would: no draining announcement,
 // no gossip leave, no deregistration; peers must detect the failure. It is

@@ -3,6 +3,8 @@ package mesh
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strings"
 )
 
 // MemberState is a member's liveness as this node sees it.
@@ -56,8 +58,17 @@ type Instance struct {
 	Path    string // upstream path on the instance
 }
 
-// URL is the upstream base URL of the instance.
-func (i Instance) URL() string { return i.Scheme + "://" + i.Address + i.Path }
+// URL is the upstream base URL of the instance, built field by field: the
+// path (with its query, when the registration gives one) can never change
+// the host, whatever the service meta says.
+func (i Instance) URL() string {
+	p, q, _ := strings.Cut(i.Path, "?")
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	u := url.URL{Scheme: i.Scheme, Host: i.Address, Path: p, RawQuery: q}
+	return u.String()
+}
 
 // Backend is an SSE back end discovered in Consul.
 type Backend struct {

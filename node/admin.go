@@ -1,9 +1,9 @@
 package node
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -12,6 +12,7 @@ import (
 // adminRouter serves the operator's endpoints on the admin listener.
 func (n *Node) adminRouter() http.Handler {
 	r := mux.NewRouter()
+	r.SkipClean(true) // see clientRouter
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	}).Methods(http.MethodGet)
@@ -19,10 +20,10 @@ func (n *Node) adminRouter() http.Handler {
 	api := r.PathPrefix("/v1").Subrouter()
 	api.Use(n.requireToken)
 	api.HandleFunc("/streams", n.streamsReport).Methods(http.MethodGet)
-	api.HandleFunc("/topology/gather", n.gatherHandler).Methods(http.MethodGet)
+	api.HandleFunc(strings.TrimPrefix(gatherPath, "/v1"), n.gatherHandler).Methods(http.MethodGet)
 	n.operatorRoutes(r, api)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		n.renderError(w, req, &httpError{Status: http.StatusNotFound, Reason: "no admin endpoint at " + req.URL.Path})
+		n.renderError(w, req, &httpError{Status: http.StatusNotFound, Code: "not_found", Message: "no admin endpoint at " + req.URL.Path})
 	})
 	return r
 }
@@ -36,15 +37,14 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // requireToken guards operator endpoints with the configured bearer token.
+// A peer gathering the topology report proves mesh membership instead
+// (peerAdmin): the token is never sent to another node.
 func (n *Node) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tok := n.cfg.Admin.Token; tok != "" {
-			got := r.Header.Get("Authorization")
-			if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+tok)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="ssemesh"`)
-				n.renderError(w, r, &httpError{Status: http.StatusUnauthorized, Reason: "missing or wrong bearer token"})
-				return
-			}
+		if tok := n.cfg.Admin.Token; tok != "" && !n.presentsAdminToken(r) && !(r.URL.Path == gatherPath && n.peerAdmin(r)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ssemesh"`)
+			n.renderError(w, r, &httpError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong bearer token"})
+			return
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -22,17 +19,25 @@ import (
 // Config is a node's whole configuration: the YAML file's shape, with flags
 // applied on top by the command.
 type Config struct {
-	Listen   string         `yaml:"listen"`
-	Admin    AdminConfig    `yaml:"admin"`
-	Log      LogConfig      `yaml:"log"`
-	Limits   LimitsConfig   `yaml:"limits"`
-	CORS     CORSConfig     `yaml:"cors"`
-	Relay    RelayConfig    `yaml:"relay"`
-	Drain    Duration       `yaml:"drain"` // shutdown: clients are closed spread over this period
-	Backends []BackendSpec  `yaml:"backends"`
-	Mesh     MeshConfig     `yaml:"mesh"`
-	NodeID   string         `yaml:"node_id"`
-	Extra    map[string]any `yaml:",inline"` // rejected by Validate with the key's name
+	Listen   string        `yaml:"listen"`
+	Admin    AdminConfig   `yaml:"admin"`
+	Log      LogConfig     `yaml:"log"`
+	Limits   LimitsConfig  `yaml:"limits"`
+	CORS     CORSConfig    `yaml:"cors"`
+	Relay    RelayConfig   `yaml:"relay"`
+	Drain    Duration      `yaml:"drain"` // shutdown: clients are closed spread over this period
+	Backends []BackendSpec `yaml:"backends"`
+	Mesh     MeshConfig    `yaml:"mesh"`
+	NodeID   string        `yaml:"node_id"`
+	// TrustedProxies are the addresses (IPs or CIDR networks) of load
+	// balancers in front of the node: for a request from one of them, the
+	// client is the nearest untrusted address in X-Forwarded-For. The
+	// client address is what per-client limits count.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ExposeMounts lists the mounts in the body of a 404; off by default,
+	// since the list tells a stranger what the node fronts.
+	ExposeMounts bool           `yaml:"expose_mounts"`
+	Extra        map[string]any `yaml:",inline"` // rejected by Validate with the key's name
 }
 
 // AdminConfig is the operator's listener.
@@ -41,15 +46,20 @@ type AdminConfig struct {
 	Token  string `yaml:"token"` // bearer token for everything but health; empty = open
 	// MetricsOpen lets /metrics be scraped without the token.
 	MetricsOpen bool `yaml:"metrics_open"`
-	// Pprof serves /debug/pprof behind the token (default true).
+	// Pprof serves /debug/pprof behind the token (default false: profiles
+	// show the node's internals and cost CPU).
 	Pprof *bool `yaml:"pprof"`
+	// InsecureNoToken lets the admin listener run without a token on an
+	// address other than loopback. Anyone who reaches it then reads the
+	// topology and every stream.
+	InsecureNoToken bool `yaml:"insecure_no_token"`
 	// AllowedHosts are extra names accepted in the Host header (DNS names
 	// peers or operators use for this node's admin listener).
 	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // PprofEnabled reports whether /debug/pprof is served.
-func (a AdminConfig) PprofEnabled() bool { return a.Pprof == nil || *a.Pprof }
+func (a AdminConfig) PprofEnabled() bool { return a.Pprof != nil && *a.Pprof }
 
 // LogConfig selects logrus level and format.
 type LogConfig struct {
@@ -63,6 +73,20 @@ type LimitsConfig struct {
 	MaxStreams int `yaml:"max_streams"`
 	// RetryAfter is the Retry-After (seconds) sent with a 503 refusal.
 	RetryAfter int `yaml:"retry_after"`
+	// PerIP bounds one client address (an IPv6 /64 counts as one).
+	PerIP PerIPLimits `yaml:"per_ip"`
+}
+
+// PerIPLimits bound what one client address may take; 0 is no limit.
+// Child nodes that prove mesh membership are not counted.
+type PerIPLimits struct {
+	// Connections is the most streams one address holds open at once.
+	Connections int `yaml:"connections"`
+	// NewStreams is how many upstream requests per second one address may
+	// cause on average (opening a stream not open yet, or fetching history
+	// older than the buffer), and Burst how many at once.
+	NewStreams float64 `yaml:"new_streams"`
+	Burst      int     `yaml:"burst"`
 }
 
 // CORSConfig lets browser pages on other origins open streams.
@@ -88,8 +112,12 @@ type RelayConfig struct {
 	BackoffMax     Duration `yaml:"backoff_max"`
 	ConnectRetries *int     `yaml:"connect_retries"`
 	CatchUpTimeout Duration `yaml:"catch_up_timeout"`
-	GapEvent       string   `yaml:"gap_event"`
-	DrainRetry     Duration `yaml:"drain_retry"`
+	// CatchUpPerStream and CatchUpMax bound history fetches running at
+	// once, per stream and per node.
+	CatchUpPerStream int      `yaml:"catch_up_per_stream"`
+	CatchUpMax       int      `yaml:"catch_up_max"`
+	GapEvent         string   `yaml:"gap_event"`
+	DrainRetry       Duration `yaml:"drain_retry"`
 }
 
 // BackendSpec is one SSE back end and where clients find it on this node.
@@ -103,6 +131,16 @@ type BackendSpec struct {
 	// DC is the back end's data centre, so the stream's owner is a root
 	// near it; back ends found in Consul carry theirs.
 	DC string `yaml:"dc"`
+	// QueryParams are the client query parameters that are part of a
+	// stream's identity and are passed upstream. Others are dropped:
+	// each distinct query would otherwise be a stream, and an upstream
+	// connection, of its own.
+	QueryParams []string `yaml:"query_params"`
+	// Chained marks a back end that is another ssemesh node (chained by
+	// configuration rather than found in the mesh): requests to it carry
+	// this node's mesh credentials and ancestry, so it can refuse a loop
+	// and count this node as a child. A plain back end gets neither.
+	Chained bool `yaml:"chained"`
 }
 
 // Credentials are the node's own login upstream (HTTP Basic).
@@ -131,6 +169,12 @@ type MeshConfig struct {
 	// Handoff bounds how long shutdown waits for child nodes to re-parent
 	// before it closes the remaining clients.
 	Handoff Duration `yaml:"handoff"`
+	// Secret is shared by the nodes of a mesh: a node proves membership
+	// to its parents (and to peers asked for the topology) with an HMAC
+	// under it. Required in a mesh. AcceptSecrets are further secrets
+	// accepted but never used to sign, for rotating it.
+	Secret        string   `yaml:"secret"`
+	AcceptSecrets []string `yaml:"accept_secrets"`
 }
 
 // Enabled reports whether the node joins a mesh at all.
@@ -142,6 +186,13 @@ type GossipConfig struct {
 	Advertise string   `yaml:"advertise"`
 	Seeds     []string `yaml:"seeds"`
 	Key       string   `yaml:"key"`
+	// AcceptKeys decrypt but never encrypt: for rotating Key.
+	AcceptKeys []string `yaml:"accept_keys"`
+	// InsecureNoKey allows unencrypted, unauthenticated gossip on an
+	// address other than loopback.
+	InsecureNoKey bool `yaml:"insecure_no_key"`
+	// AllowedNetworks restricts the addresses gossip members may have.
+	AllowedNetworks []string `yaml:"allowed_networks"`
 	// Fast uses loopback test timings: failures detected in about 3 s.
 	Fast bool `yaml:"fast"`
 }
@@ -180,8 +231,9 @@ func DefaultConfig() Config {
 		Listen: "127.0.0.1:8080",
 		Admin:  AdminConfig{Listen: "127.0.0.1:9090"},
 		Log:    LogConfig{Level: "info", Format: "text"},
-		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5},
-		Drain:  Duration(10 * time.Second),
+		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5,
+			PerIP: PerIPLimits{Connections: 1000, NewStreams: 10, Burst: 50}},
+		Drain: Duration(10 * time.Second),
 		Mesh: MeshConfig{
 			DC:       "dc1",
 			Settle:   Duration(200 * time.Millisecond),
@@ -245,7 +297,7 @@ func LoadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 	cfg := DefaultConfig()
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, fmt.Errorf("config: reading %s: %w", path, err)
+		return cfg, &ConfigError{Key: "--config", Reason: fmt.Sprintf("reading %s: %v", path, errors.Unwrap(err))}
 	}
 	return ParseConfig(raw, lookup)
 }
@@ -257,12 +309,43 @@ func ParseConfig(raw []byte, lookup func(string) (string, bool)) (Config, error)
 	if err != nil {
 		return cfg, err
 	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return cfg, &ConfigError{Key: "yaml", Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if err := checkScalarTypes(&doc); err != nil {
+		return cfg, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, &ConfigError{Key: "yaml", Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	return cfg, nil
+}
+
+// SecretEnv names the environment variables a node takes its secrets from
+// when the configuration file leaves them empty: a container's secret or a
+// unit's credentials, rather than the file or the command line, where
+// other users of the machine could read them.
+var SecretEnv = []struct {
+	Name string
+	slot func(*Config) *string
+}{
+	{"SSEMESH_MESH_SECRET", func(c *Config) *string { return &c.Mesh.Secret }},
+	{"SSEMESH_GOSSIP_KEY", func(c *Config) *string { return &c.Mesh.Gossip.Key }},
+	{"SSEMESH_ADMIN_TOKEN", func(c *Config) *string { return &c.Admin.Token }},
+}
+
+// ApplySecretEnv fills the secrets the file left empty from lookup (the
+// environment, which only the command reads). A value in the file wins;
+// an empty variable counts as unset.
+func ApplySecretEnv(cfg *Config, lookup func(string) (string, bool)) {
+	for _, e := range SecretEnv {
+		if v, ok := lookup(e.Name); ok && v != "" && *e.slot(cfg) == "" {
+			*e.slot(cfg) = v
+		}
+	}
 }
 
 // ParseBackendFlag reads "name=uri" (the --backend flag).
@@ -272,147 +355,6 @@ func ParseBackendFlag(v string) (BackendSpec, error) {
 		return BackendSpec{}, &ConfigError{Key: "--backend", Reason: fmt.Sprintf("want name=uri, got %q", v)}
 	}
 	return BackendSpec{Name: name, URI: uri}, nil
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-
-// Validate fills derived defaults (mounts) and names the first bad key.
-func (c *Config) Validate() error {
-	if len(c.Extra) > 0 {
-		keys := make([]string, 0, len(c.Extra))
-		for k := range c.Extra {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		return &ConfigError{Key: keys[0], Reason: "unknown key"}
-	}
-	if err := checkHostPort("listen", c.Listen); err != nil {
-		return err
-	}
-	if c.Admin.Listen != "" {
-		if err := checkHostPort("admin.listen", c.Admin.Listen); err != nil {
-			return err
-		}
-	}
-	if _, err := parseLevel(c.Log.Level); err != nil {
-		return &ConfigError{Key: "log.level", Reason: err.Error()}
-	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		return &ConfigError{Key: "log.format", Reason: fmt.Sprintf("want text or json, got %q", c.Log.Format)}
-	}
-	if c.Limits.MaxClients < 1 {
-		return &ConfigError{Key: "limits.max_clients", Reason: "must be at least 1"}
-	}
-	if c.Limits.MaxStreams < 1 {
-		return &ConfigError{Key: "limits.max_streams", Reason: "must be at least 1"}
-	}
-	if c.Limits.RetryAfter < 0 {
-		return &ConfigError{Key: "limits.retry_after", Reason: "must not be negative"}
-	}
-	if c.Drain < 0 {
-		return &ConfigError{Key: "drain", Reason: "must not be negative"}
-	}
-	for i, o := range c.CORS.AllowedOrigins {
-		if o != "*" {
-			if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
-				return &ConfigError{Key: fmt.Sprintf("cors.allowed_origins[%d]", i), Reason: fmt.Sprintf("want \"*\" or an origin such as https://news.example, got %q", o)}
-			}
-		}
-	}
-	if _, err := c.RelayConfig(); err != nil {
-		return &ConfigError{Key: strings.SplitN(err.Error(), ":", 2)[0], Reason: strings.TrimSpace(strings.SplitN(err.Error(), ":", 2)[1])}
-	}
-	names := map[string]bool{}
-	mounts := map[string]string{}
-	for i := range c.Backends {
-		b := &c.Backends[i]
-		key := fmt.Sprintf("backends[%d]", i)
-		if !nameRE.MatchString(b.Name) {
-			return &ConfigError{Key: key + ".name", Reason: fmt.Sprintf("want 1-64 letters, digits, '.', '_' or '-', got %q", b.Name)}
-		}
-		if names[b.Name] {
-			return &ConfigError{Key: key + ".name", Reason: fmt.Sprintf("duplicate back end %q", b.Name)}
-		}
-		names[b.Name] = true
-		// An entry without uri in a node that asks Consul names a back end
-		// found there: it adds headers and credentials, and may pin the
-		// mount; Consul supplies the instances.
-		fromConsul := b.URI == "" && c.Mesh.Consul.Address != ""
-		if !fromConsul {
-			u, err := url.Parse(b.URI)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return &ConfigError{Key: key + ".uri", Reason: fmt.Sprintf("want an absolute http or https URL, got %q", b.URI)}
-			}
-			if u.User != nil {
-				return &ConfigError{Key: key + ".uri", Reason: "credentials do not belong in the URI: use credentials.username/password"}
-			}
-			if b.Mount == "" {
-				b.Mount = u.Path
-				if b.Mount == "" {
-					b.Mount = "/"
-				}
-			}
-		}
-		if b.Mount != "" { // else Consul's ssemesh-mount applies
-			if !strings.HasPrefix(b.Mount, "/") {
-				return &ConfigError{Key: key + ".mount", Reason: fmt.Sprintf("must start with '/', got %q", b.Mount)}
-			}
-			if strings.HasPrefix(b.Mount, "/_ssemesh") {
-				return &ConfigError{Key: key + ".mount", Reason: "paths under /_ssemesh are reserved"}
-			}
-			if other, dup := mounts[b.Mount]; dup {
-				return &ConfigError{Key: key + ".mount", Reason: fmt.Sprintf("%q is already the mount of back end %q", b.Mount, other)}
-			}
-			mounts[b.Mount] = b.Name
-		}
-		for h := range b.Headers {
-			if strings.EqualFold(h, "Last-Event-ID") || strings.EqualFold(h, "Accept") {
-				return &ConfigError{Key: key + ".headers." + h, Reason: "is set by the relay itself"}
-			}
-		}
-		if b.Credentials != nil && b.Credentials.Username == "" {
-			return &ConfigError{Key: key + ".credentials.username", Reason: "must not be empty when credentials are given"}
-		}
-	}
-	if c.Mesh.Tier < 0 {
-		return &ConfigError{Key: "mesh.tier", Reason: "must be >= 0"}
-	}
-	if a := c.Mesh.Advertise; a != "" && !advertisable(a) {
-		return &ConfigError{Key: "mesh.advertise", Reason: fmt.Sprintf("want a host name or an IP address peers can reach, without port, got %q", a)}
-	}
-	for _, d := range []struct {
-		key string
-		d   Duration
-	}{{"mesh.avoid_for", c.Mesh.AvoidFor}, {"mesh.handoff", c.Mesh.Handoff}, {"mesh.settle", c.Mesh.Settle}} {
-		if d.d < 0 {
-			return &ConfigError{Key: d.key, Reason: "must not be negative"}
-		}
-	}
-	if c.Mesh.Enabled() {
-		return c.checkMesh()
-	}
-	return nil
-}
-
-// advertisable reports whether host is something a peer can dial: an IP
-// address other than the unspecified one, or a host name.
-func advertisable(host string) bool {
-	if ip := net.ParseIP(host); ip != nil {
-		return !ip.IsUnspecified()
-	}
-	return !strings.ContainsAny(host, ":/ ")
-}
-
-func checkHostPort(key, v string) error {
-	host, port, err := net.SplitHostPort(v)
-	if err != nil {
-		return &ConfigError{Key: key, Reason: fmt.Sprintf("want host:port, got %q", v)}
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return &ConfigError{Key: key, Reason: fmt.Sprintf("bad port in %q", v)}
-	}
-	_ = host
-	return nil
 }
 
 // RelayConfig applies the file's relay section over relay defaults.
@@ -451,6 +393,8 @@ func (c *Config) RelayConfig() (relay.Config, error) {
 		r.ConnectRetries = *rc.ConnectRetries
 	}
 	setD(&r.CatchUpTimeout, rc.CatchUpTimeout)
+	setInt(&r.CatchUpPerStream, rc.CatchUpPerStream)
+	setInt(&r.CatchUpMax, rc.CatchUpMax)
 	if rc.GapEvent != "" {
 		r.GapEvent = rc.GapEvent
 	}

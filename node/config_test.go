@@ -55,7 +55,7 @@ relay:
 func TestConsulBackEndEntries(t *testing.T) {
 	// Entries without uri name back ends found in Consul: several may leave
 	// the mount to Consul, and one may pin it.
-	src := "mesh: {consul: {address: 127.0.0.1:8500}}\nbackends:\n  - {name: a, headers: {X-Tenant: t1}}\n  - {name: b}\n  - {name: c, mount: /pinned/, prefix: true}\n"
+	src := "mesh: {secret: " + testSecret + ", consul: {address: 127.0.0.1:8500}, gossip: {bind: '127.0.0.1:7946'}}\nbackends:\n  - {name: a, headers: {X-Tenant: t1}}\n  - {name: b}\n  - {name: c, mount: /pinned/, prefix: true}\n"
 	cfg, err := ParseConfig([]byte(src), env(nil))
 	if err == nil {
 		err = cfg.Validate()
@@ -96,10 +96,37 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"negative handoff", "mesh: {handoff: -1s}\n", "mesh.handoff"},
 		{"negative avoid", "mesh: {avoid_for: -1s}\n", "mesh.avoid_for"},
 		{"unspecified advertise", "mesh: {advertise: 0.0.0.0}\n", "mesh.advertise"},
-		{"bad gossip seed", "mesh: {gossip: {bind: '127.0.0.1:0', seeds: [nohost]}}\n", "mesh.gossip.seeds[0]"},
-		{"bad gossip key", "mesh: {gossip: {bind: '127.0.0.1:0', key: not-base64}}\n", "mesh.gossip.key"},
-		{"bad dc", "mesh: {dc: 'd c', gossip: {bind: '127.0.0.1:0'}}\n", "mesh.dc"},
-		{"node id too long for gossip", "node_id: " + strings.Repeat("n", 300) + "\nmesh: {gossip: {bind: '127.0.0.1:0'}}\n", "node_id"},
+		{"bad gossip seed", "mesh: {secret: " + testSecret + ", gossip: {bind: '127.0.0.1:0', seeds: [nohost]}}\n", "mesh.gossip.seeds[0]"},
+		{"bad gossip key", "mesh: {secret: " + testSecret + ", gossip: {bind: '127.0.0.1:0', key: not-base64}}\n", "mesh.gossip.key"},
+		{"bad dc", "mesh: {secret: " + testSecret + ", dc: 'd c', gossip: {bind: '127.0.0.1:0'}}\n", "mesh.dc"},
+		{"prefix uri without a trailing slash", "backends:\n  - {name: a, uri: 'http://cs:8080', mount: /feeds/, prefix: true}\n", "backends[0].uri"},
+		{"prefix uri path without a trailing slash", "backends:\n  - {name: a, uri: 'http://cs:8080/base', prefix: true}\n", "backends[0].uri"},
+		{"bad header name", "backends:\n  - {name: a, uri: http://x/y, headers: {'Bad Name': v}}\n", "backends[0].headers.Bad Name"},
+		{"bad header value", "backends:\n  - {name: a, uri: http://x/y, headers: {X-A: \"v\\nw\"}}\n", "backends[0].headers.X-A"},
+		{"hop-by-hop header", "backends:\n  - {name: a, uri: http://x/y, headers: {connection: close}}\n", "backends[0].headers.connection"},
+		{"mesh header", "backends:\n  - {name: a, uri: http://x/y, headers: {X-Ssemesh-Via: a}}\n", "backends[0].headers.X-Ssemesh-Via"},
+		{"fractional integer", "limits: {max_clients: 1.5}\n", "limits.max_clients"},
+		{"string for an integer", "limits: {max_streams: many}\n", "limits.max_streams"},
+		{"string for a bool", "expose_mounts: 'yes'\n", "expose_mounts"},
+		{"list for a string", "listen: [a, b]\n", "listen"},
+		{"unparsable consul address", "mesh: {secret: " + testSecret + ", consul: {address: 'http://[::1'}}\n", "mesh.consul.address"},
+		{"consul address without port", "mesh: {secret: " + testSecret + ", consul: {address: 'consul'}}\n", "mesh.consul.address"},
+		{"any origin with credentials", "cors: {allowed_origins: ['*'], allow_credentials: true}\n", "cors.allow_credentials"},
+		{"open admin without token", "admin: {listen: '0.0.0.0:9090'}\n", "admin.token"},
+		{"mesh without secret", "mesh: {gossip: {bind: '127.0.0.1:0'}}\n", "mesh.secret"},
+		{"short secret", "mesh: {secret: short, gossip: {bind: '127.0.0.1:0'}}\n", "mesh.secret"},
+		{"accepted secret without secret", "mesh: {accept_secrets: [" + testSecret + "]}\n", "mesh.accept_secrets"},
+		{"open gossip without key", "mesh: {secret: " + testSecret + ", gossip: {bind: '0.0.0.0:7946'}}\n", "mesh.gossip.key"},
+		{"consul alone opens gossip", "mesh: {secret: " + testSecret + ", consul: {address: '127.0.0.1:8500'}}\n", "mesh.gossip.key"},
+		{"lastEventId as identity", "backends:\n  - {name: a, uri: http://x/y, query_params: [lastEventId]}\n", "backends[0].query_params[0]"},
+		{"configured parameter as identity", "backends:\n  - {name: a, uri: 'http://x/y?apikey=k', query_params: [apikey]}\n", "backends[0].query_params[0]"},
+		{"chained without secret", "backends:\n  - {name: a, uri: http://x/y, chained: true}\n", "backends[0].chained"},
+		{"bad trusted proxy", "trusted_proxies: [lb.example]\n", "trusted_proxies[0]"},
+		{"negative per-address connections", "limits: {per_ip: {connections: -1}}\n", "limits.per_ip.connections"},
+		{"rate without burst", "limits: {per_ip: {new_streams: 5, burst: 0}}\n", "limits.per_ip.burst"},
+		{"no catch-up per stream", "relay: {catch_up_per_stream: -1}\n", "relay.catch_up_per_stream"},
+		{"catch-up budget below one stream's", "relay: {catch_up_per_stream: 8, catch_up_max: 4}\n", "relay.catch_up_max"},
+		{"node id too long for gossip", "node_id: " + strings.Repeat("n", 300) + "\nmesh: {secret: " + testSecret + ", gossip: {bind: '127.0.0.1:0'}}\n", "node_id"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +142,25 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 				t.Fatalf("error %q names key %q, want %q", err, ce.Key, tc.key)
 			}
 		})
+	}
+}
+
+func TestExplicitInsecureSwitchesAreAccepted(t *testing.T) {
+	for _, src := range []string{
+		"admin: {listen: '0.0.0.0:9090', insecure_no_token: true}\n",
+		"admin: {listen: '0.0.0.0:9090', token: t}\n",
+		"mesh: {secret: " + testSecret + ", advertise: 10.0.0.7, gossip: {bind: '0.0.0.0:7946', insecure_no_key: true}}\n",
+		"mesh: {secret: " + testSecret + ", advertise: 10.0.0.7, gossip: {bind: '0.0.0.0:7946', key: 'MDEyMzQ1Njc4OWFiY2RlZg=='}}\n",
+		"backends:\n  - {name: a, uri: 'http://cs:8080/', mount: /feeds/, prefix: true, query_params: [lang]}\n",
+		"trusted_proxies: [10.0.0.0/8, 192.0.2.7, '2001:db8::/32']\n",
+	} {
+		cfg, err := ParseConfig([]byte(src), env(nil))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err != nil {
+			t.Errorf("%q refused: %v", src, err)
+		}
 	}
 }
 

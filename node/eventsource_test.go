@@ -201,7 +201,7 @@ func TestEventSourceClientThroughNode(t *testing.T) {
 	live := make(chan struct{})
 	up := &esUpstream{gates: map[string]chan struct{}{"/es/live": live}, seen: map[string][]string{}}
 	upAddr := serve(t, up)
-	n := startNode(t, testConfig(BackendSpec{Name: "es", URI: "http://" + upAddr + "/es", Mount: "/es", Prefix: true}))
+	n := startNode(t, testConfig(BackendSpec{Name: "es", URI: "http://" + upAddr + "/es/", Mount: "/es", Prefix: true}))
 	directURL := "http://" + upAddr + "/es/direct"
 	nodeURL := "http://" + n.Addr() + "/es"
 

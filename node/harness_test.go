@@ -73,8 +73,14 @@ func testConfig(backends ...BackendSpec) Config {
 	cfg.Relay.Linger = Duration(200 * time.Millisecond)
 	cfg.Relay.ConnectTimeout = Duration(3 * time.Second)
 	cfg.Relay.ReadyTimeout = Duration(5 * time.Second)
+	// Every test client comes from 127.0.0.1: the per-address limits have
+	// tests of their own.
+	cfg.Limits.PerIP = PerIPLimits{}
 	return cfg
 }
+
+// testSecret is the mesh secret of test nodes.
+const testSecret = "test-mesh-secret-0123456789abcdef"
 
 // startNode builds, starts and (at cleanup) drains a node.
 func startNode(t testing.TB, cfg Config) *Node {
@@ -146,6 +152,11 @@ func dialStatus(url string, header http.Header) (*sseClient, *http.Response, err
 
 // dialGated is dialStatus with a reader that waits for gate to close.
 func dialGated(url string, header http.Header, gate chan struct{}) (*sseClient, *http.Response, error) {
+	return dialWith(streamClient, url, header, gate)
+}
+
+// dialWith is dialGated through hc (another source address, say).
+func dialWith(hc *http.Client, url string, header http.Header, gate chan struct{}) (*sseClient, *http.Response, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -155,7 +166,7 @@ func dialGated(url string, header http.Header, gate chan struct{}) (*sseClient, 
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := streamClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		return nil, nil, err

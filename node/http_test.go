@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,10 +13,21 @@ import (
 )
 
 func TestUnknownPathAndMethod(t *testing.T) {
-	_, n, url := oneBackend(t, backend.Config{}, nil)
+	_, quiet, _ := oneBackend(t, backend.Config{}, nil)
+	resp, err := http.Get("http://" + quiet.Addr() + "/elsewhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || strings.Contains(string(raw), streamPath) || strings.Contains(string(raw), "mounts") {
+		t.Fatalf("unknown path: status %d, body %s; want 404 naming no mount (expose_mounts is off)", resp.StatusCode, raw)
+	}
+
+	_, n, url := oneBackend(t, backend.Config{}, func(c *Config) { c.ExposeMounts = true })
 	base := "http://" + n.Addr()
 
-	resp, err := http.Get(base + "/elsewhere?x=1")
+	resp, err = http.Get(base + "/elsewhere?x=1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +61,13 @@ func TestUnknownPathAndMethod(t *testing.T) {
 
 func TestPrefixMountStreams(t *testing.T) {
 	be, addr := startBackend(t, backend.Config{})
-	cfg := testConfig(BackendSpec{Name: "live", URI: "http://" + addr + "/live-center/feed", Mount: "/feeds", Prefix: true})
+	cfg := testConfig(BackendSpec{Name: "live", URI: "http://" + addr + "/live-center/feed/", Mount: "/feeds", Prefix: true, QueryParams: []string{"lang"}})
 	n := startNode(t, cfg)
 	base := "http://" + n.Addr()
 	a := dial(t, base+"/feeds/event-1?lang=en", nil)
 	b := dial(t, base+"/feeds/event-2", nil)
+	// A parameter off the allow-list is dropped: the same stream as b.
+	c := dial(t, base+"/feeds/event-2?cachebust=7", nil)
 	be.Publish("/live-center/feed/event-1?lang=en", 2)
 	be.Publish("/live-center/feed/event-2", 1)
 	if got := a.ids(t, 2, 5*time.Second); got[1] != "2" {
@@ -62,8 +76,11 @@ func TestPrefixMountStreams(t *testing.T) {
 	if got := b.ids(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("feed 2 got %v", got)
 	}
-	if n.Relay().Streams() != 2 {
-		t.Fatalf("%d streams, want one per path+query", n.Relay().Streams())
+	if got := c.ids(t, 1, 5*time.Second); got[0] != "1" {
+		t.Fatalf("feed 2 with a dropped parameter got %v", got)
+	}
+	if n.Relay().Streams() != 2 || len(be.StreamKeys()) != 2 {
+		t.Fatalf("%d streams on the node, %d on the back end: want one per path and allowed query", n.Relay().Streams(), len(be.StreamKeys()))
 	}
 	// "/feeds" must not capture "/feedsX".
 	resp, err := http.Get(base + "/feedsX")

@@ -89,11 +89,14 @@ func (c *Config) meshConfig(nodeID, clientAddr, adminAddr string) mesh.Config {
 		AdminAddr:  adminAddr,
 		Capacity:   c.Limits.MaxClients,
 		Gossip: mesh.GossipConfig{
-			Bind:      mc.Gossip.Bind,
-			Advertise: mc.Gossip.Advertise,
-			Seeds:     mc.Gossip.Seeds,
-			Key:       mc.Gossip.Key,
-			Fast:      mc.Gossip.Fast,
+			Bind:            mc.Gossip.Bind,
+			Advertise:       mc.Gossip.Advertise,
+			Seeds:           mc.Gossip.Seeds,
+			Key:             mc.Gossip.Key,
+			AcceptKeys:      mc.Gossip.AcceptKeys,
+			InsecureNoKey:   mc.Gossip.InsecureNoKey,
+			AllowedNetworks: mc.Gossip.AllowedNetworks,
+			Fast:            mc.Gossip.Fast,
 		},
 		Consul: mesh.ConsulConfig{
 			Address:    mc.Consul.Address,
@@ -223,7 +226,7 @@ func (n *Node) followMesh() {
 		case <-load.C:
 			n.mesh.SetLoad(n.relay.Clients(), n.relay.Streams())
 			n.pruneRoutes()
-			if n.expireAvoid() {
+			if n.avoid.expire(time.Now()) {
 				// A parent avoided after a failure or a refusal is a
 				// candidate again: the plan may prefer it.
 				n.reroute()
@@ -292,15 +295,12 @@ func (n *Node) forgetAvoidOnChange(v topology.View) {
 	}
 	sort.Strings(ids)
 	sig := strings.Join(ids, ",")
-	n.avoidMu.Lock()
-	defer n.avoidMu.Unlock()
 	if sig == n.members {
 		return
 	}
 	n.members = sig
-	if len(n.avoid) > 0 {
-		n.log.WithField("parents", len(n.avoid)).Info("membership changed: avoided parents are candidates again")
-		clear(n.avoid)
+	if k := n.avoid.clear(); k > 0 {
+		n.log.WithField("entries", k).Info("membership changed: avoided parents are candidates again")
 	}
 }
 
@@ -370,10 +370,11 @@ func (n *Node) updateMounts(found []mesh.Backend) {
 		}
 		for _, in := range fb.Instances {
 			u, err := url.Parse(in.URL())
-			if err != nil {
+			if err != nil || u.Host != in.Address {
+				n.log.WithField("backend", fb.Name).WithField("instance", in.ID).Warn("back-end instance from Consul ignored: its address and path do not make a URL")
 				continue
 			}
-			m.instances = append(m.instances, u)
+			m.addInstance(u)
 		}
 		seen[fb.Name] = true
 		ms = append(ms, m)

@@ -528,7 +528,7 @@ func TestMeshAvoidedParentIsTakenBackAfterAvoidPeriod(t *testing.T) {
 		t.Fatalf("leaf takes the stream from %q, want a relay", planned)
 	}
 	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 1000)
-	leaf.avoidNode(planned, "test: parent refused")
+	leaf.avoid.add(planned, streamPath, avoidParent, time.Now().Add(avoidFor))
 	leaf.reroute()
 	waitFor(t, "leaf moved off the avoided parent", 10*time.Second, func() bool {
 		p := upstreamOf(leaf, streamPath)

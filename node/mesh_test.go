@@ -39,6 +39,7 @@ func meshNode(t *testing.T, s meshSpec, mutate func(*Config)) *Node {
 	cfg.Mesh.Gossip.Bind = "127.0.0.1:0"
 	cfg.Mesh.Gossip.Seeds = s.seeds
 	cfg.Mesh.Gossip.Fast = true
+	cfg.Mesh.Secret = testSecret
 	cfg.Mesh.Consul.Address = s.consul
 	cfg.Mesh.Consul.Datacenter = s.dc
 	cfg.Mesh.Settle = Duration(100 * time.Millisecond)
@@ -297,22 +298,20 @@ func TestMeshOwnerRootTakeover(t *testing.T) {
 }
 
 func TestForcedLoopIsRefused(t *testing.T) {
-	// Two nodes configured as each other's upstream: the request that would
-	// close the loop is refused with 508 and the client gets that answer
-	// instead of a stream that never starts.
-	a := startNode(t, func() Config {
-		c := testConfig(BackendSpec{Name: "loop", URI: "http://127.0.0.1:1" + streamPath})
-		c.NodeID = "node-a"
+	// Two nodes configured as each other's upstream (chained back ends):
+	// the request that would close the loop is refused with 508 and the
+	// client gets that answer instead of a stream that never starts.
+	chained := func(id, uri string) Config {
+		c := testConfig(BackendSpec{Name: "loop", URI: uri, Chained: true})
+		c.NodeID = id
+		c.Mesh.Secret = testSecret
 		return c
-	}())
-	b := startNode(t, func() Config {
-		c := testConfig(BackendSpec{Name: "loop", URI: "http://" + a.Addr() + streamPath})
-		c.NodeID = "node-b"
-		return c
-	}())
+	}
+	a := startNode(t, chained("node-a", "http://127.0.0.1:1"+streamPath))
+	b := startNode(t, chained("node-b", "http://"+a.Addr()+streamPath))
 	// Point a at b now that b's address is known.
 	ms := a.mountList()
-	m, _ := newMount(BackendSpec{Name: "loop", URI: "http://" + b.Addr() + streamPath, Mount: streamPath})
+	m, _ := newMount(BackendSpec{Name: "loop", URI: "http://" + b.Addr() + streamPath, Mount: streamPath, Chained: true})
 	a.setMounts(append(ms[:0:0], m))
 
 	_, resp, err := dialStatus("http://"+a.Addr()+streamPath, nil)
@@ -323,7 +322,7 @@ func TestForcedLoopIsRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusLoopDetected {
 		t.Fatalf("status %d, want 508", resp.StatusCode)
 	}
-	if got := b.Relay().Metrics().Snapshot().Refused["loop"] + a.Relay().Metrics().Snapshot().Refused["loop"]; got == 0 {
+	if got := b.Relay().Metrics().Snapshot().Refused[codeLoop] + a.Relay().Metrics().Snapshot().Refused[codeLoop]; got == 0 {
 		t.Fatal("no node counted a loop refusal")
 	}
 	waitFor(t, "streams released", 5*time.Second, func() bool { return a.Relay().Streams() == 0 && b.Relay().Streams() == 0 })
@@ -331,7 +330,7 @@ func TestForcedLoopIsRefused(t *testing.T) {
 	// The loop resolves once a takes the stream from the real back end:
 	// b's clients are fed through a, and nothing of the refusals lingers.
 	be, addr := startBackend(t, backend.Config{})
-	m, _ = newMount(BackendSpec{Name: "loop", URI: "http://" + addr + streamPath, Mount: streamPath})
+	m, _ = newMount(BackendSpec{Name: "loop", URI: "http://" + addr + streamPath, Mount: streamPath, Chained: true})
 	a.setMounts([]*mount{m})
 	c := dial(t, "http://"+b.Addr()+streamPath, nil)
 	waitFor(t, "chain b -> a -> back end attached", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })

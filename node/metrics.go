@@ -21,6 +21,8 @@ type meshStats interface {
 	MembersByState() map[string]int
 	// ConsulErrors counts failed Consul requests since start.
 	ConsulErrors() uint64
+	// RefusedMembers counts gossip alive messages refused.
+	RefusedMembers() uint64
 }
 
 // meshStatsSource returns the mesh's statistics, or nil when the node runs
@@ -47,6 +49,8 @@ func (m meshSource) MembersByState() map[string]int {
 
 func (m meshSource) ConsulErrors() uint64 { return m.n.mesh.ConsulErrors() }
 
+func (m meshSource) RefusedMembers() uint64 { return m.n.mesh.RefusedMembers() }
+
 const metricsNamespace = "ssemesh"
 
 // nodeCollector reads the relay's counters and the node's state at scrape
@@ -58,7 +62,8 @@ type nodeCollector struct {
 	clientsTotal, refused, eventsIn, deliveries      *prometheus.Desc
 	latency, disconnects, slowPath, upstreamConnects *prometheus.Desc
 	upstreamErrors, reparents, gaps, catchUps        *prometheus.Desc
-	members, consulErrors                            *prometheus.Desc
+	catchUpRefused, ignoredIDs                       *prometheus.Desc
+	members, consulErrors, gossipRefused             *prometheus.Desc
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
@@ -73,7 +78,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 		capacity:         d("clients_capacity", "The node's client limit (limits.max_clients)."),
 		streams:          d("streams_active", "Upstream subscriptions open now."),
 		clientsTotal:     d("clients_total", "Subscribers ever attached."),
-		refused:          d("connections_refused_total", "Subscribers refused before their stream started, by reason.", "reason"),
+		refused:          d("requests_refused_total", "Requests refused before their stream started, by reason (the error code clients get).", "reason"),
 		eventsIn:         d("events_received_total", "Events received from upstreams, all streams."),
 		deliveries:       d("events_delivered_total", "Events written to subscribers (one per event and subscriber)."),
 		latency:          d("delivery_latency_seconds", "Delay from an event's arrival at this node to its write to a subscriber, weighted by subscribers."),
@@ -84,8 +89,11 @@ func newNodeCollector(n *Node) *nodeCollector {
 		reparents:        d("reparents_total", "Make-before-break switches of a stream to a new upstream."),
 		gaps:             d("gaps_total", "Subscribers told of events that could not be replayed."),
 		catchUps:         d("catchup_fetches_total", "Upstream requests for history older than the buffer, made for resuming subscribers."),
+		catchUpRefused:   d("catchup_refused_total", "History fetches not made because a budget was spent (scope: stream, node or client); the subscriber got a gap event.", "scope"),
+		ignoredIDs:       d("last_event_ids_ignored_total", "Last-Event-IDs from clients ignored for CR, LF or NUL, or for being over 1 KiB."),
 		members:          d("mesh_members", "Gossip members by state.", "state"),
 		consulErrors:     d("consul_request_errors_total", "Failed Consul requests."),
+		gossipRefused:    d("gossip_refusals_total", "Gossip alive messages refused: the member's advertised client or admin address is not on its gossip address, or its metadata is unreadable."),
 	}
 }
 
@@ -95,7 +103,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
-		c.members, c.consulErrors,
+		c.catchUpRefused, c.ignoredIDs, c.members, c.consulErrors, c.gossipRefused,
 	} {
 		ch <- d
 	}
@@ -143,6 +151,8 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	counter(c.reparents, s.Reparents)
 	counter(c.gaps, s.Gaps)
 	counter(c.catchUps, s.CatchUps)
+	byLabel(c.catchUpRefused, s.CatchUpRefused)
+	counter(c.ignoredIDs, n.ignoredIDs.Load())
 
 	if ms == nil {
 		return
@@ -152,6 +162,7 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 		gauge(c.members, float64(members[k]), k)
 	}
 	counter(c.consulErrors, ms.ConsulErrors())
+	counter(c.gossipRefused, ms.RefusedMembers())
 }
 
 // latencyHistogram turns the relay's per-bucket counts into Prometheus's

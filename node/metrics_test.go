@@ -176,6 +176,21 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	if got := metricValue(fams, "ssemesh_events_received_total", nil); got != float64(id) {
 		t.Errorf("events received = %v, want %d", got, id)
 	}
+
+	// Refusals by code, and resume points ignored.
+	for i := 0; i < 2; i++ {
+		if st, code, _ := status(t, "http://"+n.Addr()+"/webservice/..;/x", nil); st != http.StatusBadRequest || code != codeBadPath {
+			t.Fatalf("hostile path: %d %s", st, code)
+		}
+	}
+	dial(t, url+"?lastEventId=a%0d%0ab", nil).Close()
+	fams = scrape(t, n, token)
+	if got := metricValue(fams, "ssemesh_requests_refused_total", map[string]string{"reason": codeBadPath}); got != 2 {
+		t.Errorf("requests refused (bad_path) = %v, want 2", got)
+	}
+	if got := metricValue(fams, "ssemesh_last_event_ids_ignored_total", nil); got != 1 {
+		t.Errorf("last event ids ignored = %v, want 1", got)
+	}
 }
 
 // checkHistogram asserts the buckets are cumulative and end at the count.
@@ -230,6 +245,7 @@ type fakeMesh struct{}
 
 func (fakeMesh) MembersByState() map[string]int { return map[string]int{"alive": 4, "suspect": 1} }
 func (fakeMesh) ConsulErrors() uint64           { return 3 }
+func (fakeMesh) RefusedMembers() uint64         { return 5 }
 
 func TestMetricsFromMesh(t *testing.T) {
 	n, err := New(testConfig(), testLogger(t))
@@ -256,6 +272,7 @@ func TestMetricsFromMesh(t *testing.T) {
 		{"ssemesh_mesh_members", map[string]string{"state": "alive"}, 4},
 		{"ssemesh_mesh_members", map[string]string{"state": "suspect"}, 1},
 		{"ssemesh_consul_request_errors_total", nil, 3},
+		{"ssemesh_gossip_refusals_total", nil, 5},
 	}
 	for _, ck := range checks {
 		if got := metricValue(byName, ck.name, ck.labels); got != ck.want {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -18,6 +19,9 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/iplimit"
+	"github.com/ssemesh/ssemesh/internal/meshauth"
+	"github.com/ssemesh/ssemesh/internal/ratelog"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
 	"github.com/ssemesh/ssemesh/topology"
@@ -33,14 +37,25 @@ type Node struct {
 	routesMu sync.Mutex
 	routes   map[string]*route
 
-	mesh    *mesh.Mesh
-	plan    atomic.Pointer[topology.Plan]
-	avoidMu sync.Mutex
-	avoid   map[string]time.Time
+	mesh  *mesh.Mesh
+	plan  atomic.Pointer[topology.Plan]
+	avoid *avoidList
 	// members is the membership the avoid entries were made under; see
-	// forgetAvoidOnChange.
+	// forgetAvoidOnChange. Only the goroutine applying views touches it.
 	members string
 	stop    chan struct{} // closed when shutdown begins
+
+	// signer proves this node's membership to parents and peers; verifier
+	// checks children's and peers' proofs. Both nil without mesh.secret.
+	signer   *meshauth.Signer
+	verifier *meshauth.Verifier
+	// perIP bounds each client address; trusted are the proxies whose
+	// X-Forwarded-For names the client.
+	perIP   *iplimit.Limiter
+	trusted []netip.Prefix
+	// logs keeps floods of refusals from flooding the log.
+	logs       *ratelog.Logger
+	ignoredIDs atomic.Uint64 // Last-Event-IDs from clients that could not be used
 	// peerClient asks other nodes' admin APIs for the topology report.
 	peerClient *http.Client
 
@@ -80,17 +95,34 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	trusted, err := parseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
 	n := &Node{
-		cfg:    cfg,
-		log:    log.WithField("component", "node"),
-		relay:  r,
-		routes: make(map[string]*route),
-		avoid:  make(map[string]time.Time),
-		stop:   make(chan struct{}),
-		peerClient: &http.Client{Transport: &http.Transport{
-			MaxIdleConnsPerHost: 2,
-			IdleConnTimeout:     30 * time.Second,
-		}},
+		cfg:     cfg,
+		log:     log.WithField("component", "node"),
+		relay:   r,
+		routes:  make(map[string]*route),
+		avoid:   newAvoidList(),
+		stop:    make(chan struct{}),
+		perIP:   iplimit.New(cfg.Limits.PerIP.limiterConfig()),
+		trusted: trusted,
+		logs:    ratelog.New(10 * time.Second),
+		peerClient: &http.Client{
+			Transport: &http.Transport{
+				MaxIdleConnsPerHost: 2,
+				IdleConnTimeout:     30 * time.Second,
+			},
+			// A peer's answer is its own: a redirect elsewhere is not
+			// followed with this node's proof.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	if cfg.Mesh.Secret != "" {
+		n.signer = meshauth.NewSigner(cfg.NodeID, cfg.Mesh.Secret)
+		n.verifier = meshauth.NewVerifier(append([]string{cfg.Mesh.Secret}, cfg.Mesh.AcceptSecrets...), 0)
 	}
 	var ms []*mount
 	for _, b := range cfg.Backends {
@@ -207,6 +239,9 @@ func (n *Node) Start() error {
 		}
 	}
 	n.ready.Store(true)
+	if host, _, _ := net.SplitHostPort(n.cfg.Admin.Listen); n.adminLn != nil && n.cfg.Admin.Token == "" && !isLoopbackHost(host) {
+		n.log.WithField("admin", n.AdminAddr()).Warn("admin.insecure_no_token is set: the admin listener is reachable from other hosts without a token; anyone who reaches it reads the topology and every stream")
+	}
 	n.log.WithFields(logrus.Fields{"listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mountList()), "mesh": n.cfg.Mesh.Enabled()}).Info("node started")
 	return nil
 }
@@ -289,17 +324,26 @@ func (w stdLogWriter) Write(p []byte) (int, error) {
 // clientRouter routes mounts; everything else is a JSON 404 (never an open proxy).
 func (n *Node) clientRouter() http.Handler {
 	r := mux.NewRouter()
+	// No path cleaning: mux would answer a path with dot segments with a
+	// redirect built from the request's own URL, host included, so an
+	// absolute-form request could make the node redirect a client to any
+	// host. Paths are checked, and refused, as they are (checkClientPath).
+	r.SkipClean(true)
 	// Mounts change at run time (back ends come and go in Consul), so one
 	// route matches against the current mount table.
 	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
 		return n.findMount(req.URL.EscapedPath()) != nil
 	}).Methods(http.MethodGet, http.MethodOptions).HandlerFunc(n.handleStream)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		n.renderError(w, req, n.notFound(req))
+		if err := checkClientPath(req.URL.EscapedPath()); err != nil {
+			n.renderError(w, req, refuse(http.StatusBadRequest, codeBadPath, err.Error()))
+			return
+		}
+		n.renderError(w, req, n.notFound())
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Allow", "GET, OPTIONS")
-		n.renderError(w, req, &httpError{Status: http.StatusMethodNotAllowed, Reason: fmt.Sprintf("method %s not allowed: streams are read with GET", req.Method)})
+		n.renderError(w, req, refuse(http.StatusMethodNotAllowed, codeMethod, "method "+quoteForError(req.Method)))
 	})
 	return r
 }

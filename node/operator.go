@@ -29,7 +29,7 @@ func (n *Node) operatorRoutes(root, api *mux.Router) {
 				next.ServeHTTP(w, r)
 				return
 			}
-			if err := guard.check(r, n.presentsAdminToken(r)); err != nil {
+			if err := guard.check(r, n.presentsAdminToken(r) || (r.URL.Path == gatherPath && n.peerAdmin(r))); err != nil {
 				n.renderError(w, r, err)
 				return
 			}
@@ -72,15 +72,13 @@ func (n *Node) topologyHandler(w http.ResponseWriter, r *http.Request) {
 	switch format {
 	case "", "json", "text", "dot":
 	default:
-		n.renderError(w, r, &httpError{Status: http.StatusBadRequest,
-			Reason: "unknown format " + quoteForError(format) + ": want json, text or dot"})
+		n.renderError(w, r, &httpError{Status: http.StatusBadRequest, Code: "bad_request", Message: "unknown format " + quoteForError(format) + ": want json, text or dot"})
 		return
 	}
 	stream := q.Get("stream")
 	rep := n.TopologyReport(r.Context(), stream)
 	if stream != "" && len(rep.Streams) == 0 {
-		n.renderError(w, r, &httpError{Status: http.StatusNotFound,
-			Reason: "stream " + quoteForError(stream) + " is not in the topology report"})
+		n.renderError(w, r, &httpError{Status: http.StatusNotFound, Code: "not_found", Message: "stream " + quoteForError(stream) + " is not in the topology report"})
 		return
 	}
 	switch format {
@@ -177,12 +175,11 @@ func (g *browserGuard) check(r *http.Request, authorized bool) error {
 	if !authorized && r.Host != "" && !g.hostAllowed(r.Host) {
 		// DNS rebinding: the browser believes it talks to the attacker's
 		// name, and says so in Host.
-		return &httpError{Status: http.StatusForbidden,
-			Reason: "host " + quoteForError(r.Host) + " is not a name of this admin listener: use its IP address, localhost or a configured name"}
+		return &httpError{Status: http.StatusForbidden, Code: "forbidden", Message: "host " + quoteForError(r.Host) + " is not a name of this admin listener: use its IP address, localhost or a configured name"}
 	}
 	if origin, ok := r.Header["Origin"]; ok {
 		if len(origin) != 1 || !sameOrigin(origin[0], r) {
-			return &httpError{Status: http.StatusForbidden, Reason: "cross-origin requests to the admin API are refused"}
+			return &httpError{Status: http.StatusForbidden, Code: "forbidden", Message: "cross-origin requests to the admin API are refused"}
 		}
 	}
 	// Browsers send Sec-Fetch-Site even where they leave Origin out
@@ -192,7 +189,7 @@ func (g *browserGuard) check(r *http.Request, authorized bool) error {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "cross-site", "same-site":
 		if r.Header.Get("Sec-Fetch-Mode") != "navigate" {
-			return &httpError{Status: http.StatusForbidden, Reason: "cross-site requests to the admin API are refused"}
+			return &httpError{Status: http.StatusForbidden, Code: "forbidden", Message: "cross-site requests to the admin API are refused"}
 		}
 	}
 	return nil

@@ -42,7 +42,8 @@ func adminGet(t *testing.T, url string, header map[string]string) (int, http.Hea
 
 func TestAdminTokenGuardsEveryOperatorRoute(t *testing.T) {
 	const token = "s3cret-token"
-	_, n, _ := oneBackend(t, backend.Config{}, func(c *Config) { c.Admin.Token = token })
+	on := true
+	_, n, _ := oneBackend(t, backend.Config{}, func(c *Config) { c.Admin.Token, c.Admin.Pprof = token, &on })
 	base := "http://" + n.AdminAddr()
 
 	protected := []string{"/v1/topology", "/v1/topology?format=text", "/v1/nodes", "/v1/streams", "/metrics", "/", "/debug/pprof/", "/debug/pprof/goroutine?debug=1"}
@@ -83,7 +84,8 @@ func TestAdminTokenGuardsEveryOperatorRoute(t *testing.T) {
 
 func TestAdminRefusesOtherOriginsAndHosts(t *testing.T) {
 	const token = "s3cret-token"
-	_, n, _ := oneBackend(t, backend.Config{}, func(c *Config) { c.Admin.Token = token })
+	on := true
+	_, n, _ := oneBackend(t, backend.Config{}, func(c *Config) { c.Admin.Token, c.Admin.Pprof = token, &on })
 	addr := n.AdminAddr()
 	port := portOf(addr)
 	good := "Bearer " + token
@@ -136,7 +138,7 @@ func TestAdminRefusesOtherOriginsAndHosts(t *testing.T) {
 func twoStreams(t *testing.T) (*Node, []string) {
 	t.Helper()
 	be, addr := startBackend(t, backend.Config{})
-	cfg := testConfig(BackendSpec{Name: "live", URI: "http://" + addr + "/live-center/feed", Mount: "/feeds", Prefix: true})
+	cfg := testConfig(BackendSpec{Name: "live", URI: "http://" + addr + "/live-center/feed/", Mount: "/feeds", Prefix: true, QueryParams: []string{"lang"}})
 	n := startNode(t, cfg)
 	keys := []string{"/feeds/event-1?lang=en", "/feeds/event-2"}
 	for _, k := range keys {

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/relay"
 	"github.com/ssemesh/ssemesh/topology"
@@ -57,6 +58,7 @@ func (n *Node) pruneRoutes() {
 	for k := range n.routes {
 		if !open[k] {
 			delete(n.routes, k)
+			n.avoid.forgetStream(k)
 		}
 	}
 	n.routesMu.Unlock()
@@ -67,13 +69,7 @@ func (n *Node) pruneRoutes() {
 func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 	n := rt.n
 	if prev != nil {
-		if prev.Target.Parent != "" {
-			n.avoidNode(prev.Target.Parent, prev.Reason)
-		} else {
-			rt.mu.Lock()
-			rt.instance++ // fail over to the next back-end instance
-			rt.mu.Unlock()
-		}
+		rt.noteFailure(prev)
 	}
 	m := n.findMount(rt.path)
 	if m == nil {
@@ -95,14 +91,49 @@ func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 	}
 	rt.parent = c.Parent.ID
 	rt.mu.Unlock()
+	u, err := parentURL("http", c.Parent.ClientAddr, rt.key)
+	if err != nil {
+		return relay.Target{}, fmt.Errorf("parent %s: %w", c.Parent.ID, err)
+	}
 	return relay.Target{
-		URL:      "http://" + c.Parent.ClientAddr + rt.key,
-		Header:   rt.viaHeader(nil),
+		URL:      u.String(),
 		Label:    fmt.Sprintf("node %s (%s)", c.Parent.ID, c.Parent.ClientAddr),
 		Parent:   c.Parent.ID,
 		Fallback: true,
+		Hide:     hideFromParent,
+		Prepare:  rt.sign,
 	}, nil
 }
+
+// noteFailure steers away from what failed: a parent, for this stream or
+// for all, when the failure was the parent's own; the next back-end
+// instance when an instance failed.
+func (rt *route) noteFailure(a *relay.Attempt) {
+	n := rt.n
+	if a.Target.Parent == "" {
+		if instanceFailed(a) {
+			rt.mu.Lock()
+			rt.instance++ // fail over to the next back-end instance
+			rt.mu.Unlock()
+		}
+		return
+	}
+	scope := classify(a)
+	if scope == avoidNone || n.cfg.Mesh.AvoidFor <= 0 {
+		return
+	}
+	if n.avoid.add(a.Target.Parent, rt.key, scope, time.Now().Add(n.cfg.Mesh.AvoidFor.D())) {
+		what := "every stream"
+		if scope == avoidStream {
+			what = "this stream"
+		}
+		n.log.WithFields(logrus.Fields{"parent": a.Target.Parent, "stream": rt.key, "for": n.cfg.Mesh.AvoidFor.D(), "scope": what, "code": a.Code, "reason": a.Reason}).Warn("avoiding parent")
+	}
+}
+
+// sign adds the ancestry and the mesh proof to a request to a parent or a
+// chained back end.
+func (rt *route) sign(req *http.Request) { rt.n.signStream(req, rt.via) }
 
 func (rt *route) backendTarget(m *mount) (relay.Target, error) {
 	if len(m.instances) == 0 {
@@ -111,20 +142,20 @@ func (rt *route) backendTarget(m *mount) (relay.Target, error) {
 	rt.mu.Lock()
 	i := rt.instance
 	rt.mu.Unlock()
-	url, label := m.upstreamURL(i, rt.path, rt.query)
-	return relay.Target{URL: url, Header: rt.viaHeader(m.header), Label: label, Fallback: len(m.instances) > 1}, nil
-}
-
-// viaHeader is base plus the stream's ancestry with this node appended. It
-// goes to back ends too: a "back end" that is in fact another node (chained
-// by configuration) must be able to refuse a loop.
-func (rt *route) viaHeader(base http.Header) http.Header {
-	h := base.Clone()
-	if h == nil {
-		h = http.Header{}
+	u, err := m.upstreamURL(i, rt.path, rt.query)
+	if err != nil {
+		return relay.Target{}, err
 	}
-	h.Set(ViaHeader, strings.Join(append(append([]string(nil), rt.via...), rt.n.cfg.NodeID), ","))
-	return h
+	t := relay.Target{URL: u.String(), Header: m.header, Label: redactURL(u)}
+	if len(m.instances) > 1 {
+		t.Fallback, t.Hide = true, hideFromInstance
+	}
+	if m.spec.Chained {
+		// Another ssemesh node, chained by configuration: it may refuse a
+		// loop, and counts this node as a child.
+		t.Prepare = rt.sign
+	}
+	return t, nil
 }
 
 // current reports the parent the stream uses now ("" = back end) and
@@ -148,52 +179,11 @@ func (n *Node) choose(key, backendDC string) (topology.Choice, error) {
 	if plan == nil {
 		return topology.Choice{}, errNoView
 	}
-	c := plan.Choose(n.cfg.NodeID, key, backendDC, n.avoided())
+	c := plan.Choose(n.cfg.NodeID, key, backendDC, n.avoid.set(key, time.Now()))
 	if !c.OK {
 		return c, errors.New(c.Reason)
 	}
 	return c, nil
-}
-
-// avoidNode skips a parent that failed or refused, for a while.
-func (n *Node) avoidNode(id, reason string) {
-	n.avoidMu.Lock()
-	defer n.avoidMu.Unlock()
-	if _, ok := n.avoid[id]; !ok {
-		n.log.WithField("parent", id).WithField("reason", reason).WithField("for", n.cfg.Mesh.AvoidFor.D()).Warn("avoiding parent")
-	}
-	n.avoid[id] = time.Now().Add(n.cfg.Mesh.AvoidFor.D())
-}
-
-// expireAvoid drops avoid entries that ran out and reports whether any did:
-// streams that were steered away from those parents may move back.
-func (n *Node) expireAvoid() bool {
-	n.avoidMu.Lock()
-	defer n.avoidMu.Unlock()
-	now := time.Now()
-	expired := false
-	for id, until := range n.avoid {
-		if now.After(until) {
-			delete(n.avoid, id)
-			expired = true
-		}
-	}
-	return expired
-}
-
-// avoided is the set of parents to skip now. Expired entries are left for
-// expireAvoid, which re-evaluates the streams when it drops them.
-func (n *Node) avoided() map[string]bool {
-	n.avoidMu.Lock()
-	defer n.avoidMu.Unlock()
-	now := time.Now()
-	out := make(map[string]bool, len(n.avoid))
-	for id, until := range n.avoid {
-		if now.Before(until) {
-			out[id] = true
-		}
-	}
-	return out
 }
 
 // findMount returns the mount serving path: exact mounts, or the longest

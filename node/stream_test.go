@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/relay"
 )
 
 const streamPath = "/webservice/escenic/changelog/sse"
@@ -206,7 +207,11 @@ func TestUpstreamRefusalsReachClients(t *testing.T) {
 		{http.StatusNoContent, "", http.StatusNoContent},
 		{http.StatusOK, "text/plain", http.StatusBadGateway},
 	}
-	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) { zero := 1; c.Relay.ConnectRetries = &zero })
+	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) {
+		zero := 1
+		c.Relay.ConnectRetries = &zero
+		c.Backends[0].QueryParams = []string{"case"}
+	})
 	for i, tc := range tests {
 		t.Run(fmt.Sprintf("%d %s", tc.status, tc.contentType), func(t *testing.T) {
 			path := fmt.Sprintf("%s?case=%d", streamPath, i)
@@ -224,8 +229,8 @@ func TestUpstreamRefusalsReachClients(t *testing.T) {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tc.wantStatus)
 			}
 			if tc.wantStatus == http.StatusNoContent {
-				if resp.Header.Get("X-Ssemesh-Reason") == "" {
-					t.Fatal("204 without X-Ssemesh-Reason")
+				if got := resp.Header.Get(relay.ErrorHeader); got != relay.CodeStreamEnded {
+					t.Fatalf("204 with %s %q, want %q", relay.ErrorHeader, got, relay.CodeStreamEnded)
 				}
 				return
 			}

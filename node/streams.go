@@ -2,17 +2,18 @@ package node
 
 import (
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log"
+	"math"
 	"net/http"
+	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/iplimit"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -22,16 +23,19 @@ type mount struct {
 	instances []*url.URL  // upstream base URLs: the config's uri, or Consul's passing instances
 	header    http.Header // extra upstream headers, Authorization included
 	dc        string      // the back end's data centre, "" when unknown
+	// configured names the query parameters the instances' URIs set;
+	// clients cannot set them.
+	configured map[string]bool
 }
 
 func newMount(b BackendSpec) (*mount, error) {
-	m := &mount{spec: b, header: http.Header{}, dc: b.DC}
+	m := &mount{spec: b, header: http.Header{}, dc: b.DC, configured: map[string]bool{}}
 	if b.URI != "" {
 		u, err := url.Parse(b.URI)
 		if err != nil {
 			return nil, &ConfigError{Key: "backends." + b.Name + ".uri", Reason: err.Error()}
 		}
-		m.instances = []*url.URL{u}
+		m.addInstance(u)
 	}
 	for k, v := range b.Headers {
 		m.header.Set(k, v)
@@ -43,100 +47,29 @@ func newMount(b BackendSpec) (*mount, error) {
 	return m, nil
 }
 
-// upstreamURL is the back end's URL for a client path and query on
-// instance i.
-func (m *mount) upstreamURL(i int, path, query string) (string, string) {
-	base := m.instances[i%len(m.instances)]
-	suffix := ""
-	if m.spec.Prefix {
-		suffix = strings.TrimPrefix(path, m.spec.Mount)
-	}
-	u := base.Scheme + "://" + base.Host + base.EscapedPath() + suffix
-	if q := joinQuery(base.RawQuery, query); q != "" {
-		u += "?" + q
-	}
-	return u, base.Redacted()
-}
-
-// httpError is a refusal rendered as JSON.
-type httpError struct {
-	Status     int    `json:"status"`
-	Reason     string `json:"error"`
-	RetryAfter int    `json:"retry_after,omitempty"`
-	Mounts     []any  `json:"mounts,omitempty"`
-	Upstream   int    `json:"upstream_status,omitempty"`
-}
-
-func (e *httpError) Error() string { return e.Reason }
-
-// renderError is the one place refusals become responses.
-func (n *Node) renderError(w http.ResponseWriter, r *http.Request, err error) {
-	var he *httpError
-	var re *relay.Error
-	switch {
-	case errors.As(err, &he):
-	case errors.As(err, &re):
-		he = &httpError{Status: re.Status, Reason: re.Reason, RetryAfter: re.RetryAfter, Upstream: re.Upstream}
-	default:
-		he = &httpError{Status: http.StatusInternalServerError, Reason: err.Error()}
-	}
-	if he.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
-	}
-	w.Header().Set("Cache-Control", "no-cache")
-	lvl := logrus.DebugLevel
-	if he.Status >= 500 {
-		lvl = logrus.WarnLevel
-	}
-	n.log.WithFields(logrus.Fields{"status": he.Status, "path": r.URL.Path, "client": r.RemoteAddr}).Log(lvl, he.Reason)
-	if he.Status == http.StatusNoContent {
-		// 204 tells an EventSource to stop for good; it cannot carry a body,
-		// so the reason travels in a header.
-		w.Header().Set("X-Ssemesh-Reason", he.Reason)
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(he.Status)
-	_ = json.NewEncoder(w).Encode(he)
-}
-
-func (n *Node) notFound(r *http.Request) error {
-	mounts := n.mountList()
-	ms := make([]any, 0, len(mounts))
-	for _, m := range mounts {
-		ms = append(ms, map[string]any{"name": m.spec.Name, "mount": m.spec.Mount, "prefix": m.spec.Prefix})
-	}
-	return &httpError{Status: http.StatusNotFound, Reason: fmt.Sprintf("no stream is mounted at %s", r.URL.Path), Mounts: ms}
-}
-
-// splitQuery removes the browser-side lastEventId parameter (it is a resume
-// point, not part of the stream's identity) and returns it.
-func splitQuery(raw string) (rest string, lastEventID string, has bool) {
-	if raw == "" {
-		return "", "", false
-	}
-	parts := strings.Split(raw, "&")
-	kept := parts[:0]
-	for _, p := range parts {
-		k, v, _ := strings.Cut(p, "=")
-		if k == "lastEventId" {
-			if dv, err := url.QueryUnescape(v); err == nil {
-				lastEventID, has = dv, true
-			}
-			continue
-		}
-		if p != "" {
-			kept = append(kept, p)
+// addInstance adds an upstream base URL. For a prefix mount the base path
+// ends in '/', so the client's path below the mount is appended as path
+// segments below it, never onto its last segment (or its host).
+func (m *mount) addInstance(u *url.URL) {
+	c := *u
+	c.User = nil
+	c.Fragment, c.RawFragment = "", ""
+	if m.spec.Prefix && !strings.HasSuffix(c.Path, "/") {
+		c.Path += "/"
+		if c.RawPath != "" {
+			c.RawPath += "/"
 		}
 	}
-	return strings.Join(kept, "&"), lastEventID, has
+	for k := range queryKeys(c.RawQuery) {
+		m.configured[k] = true
+	}
+	m.instances = append(m.instances, &c)
 }
 
-// ViaHeader carries a stream's path through the mesh, child first, so a
-// node can refuse a request that would close a loop.
-const ViaHeader = "X-Ssemesh-Via"
+// upstreamURL is the back end's URL for a stream on instance i.
+func (m *mount) upstreamURL(i int, path, query string) (*url.URL, error) {
+	return upstreamURL(m.instances[i%len(m.instances)], m.spec.Prefix, mountRest(m.spec.Mount, path), query)
+}
 
 func (n *Node) handleStream(w http.ResponseWriter, r *http.Request) {
 	n.cors(w, r)
@@ -149,76 +82,119 @@ func (n *Node) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// parseVia reads the ancestry header.
-func parseVia(h http.Header) []string {
-	var out []string
-	for _, v := range h.Values(ViaHeader) {
-		for _, id := range strings.Split(v, ",") {
-			if id = strings.TrimSpace(id); id != "" {
-				out = append(out, id)
+func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
+	path := r.URL.EscapedPath()
+	if err := checkClientPath(path); err != nil {
+		return refuse(http.StatusBadRequest, codeBadPath, err.Error())
+	}
+	m := n.findMount(path)
+	if m == nil {
+		return n.notFound()
+	}
+	peer, err := n.authenticate(r)
+	if err != nil {
+		return refuse(http.StatusUnauthorized, codeMeshAuth, err.Error())
+	}
+	var via []string
+	if peer != nil {
+		via = peer.via
+		for _, id := range via {
+			if id == n.cfg.NodeID {
+				return refuse(http.StatusLoopDetected, codeLoop, fmt.Sprintf("node %s is already on this stream's path (%s)", n.cfg.NodeID, strings.Join(via, " <- ")))
 			}
 		}
 	}
-	return out
-}
-
-func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
-	path := r.URL.EscapedPath()
-	m := n.findMount(path)
-	if m == nil {
-		return n.notFound(r)
-	}
-	via := parseVia(r.Header)
-	for _, id := range via {
-		if id == n.cfg.NodeID {
-			n.relay.Metrics().Refused("loop")
-			return &httpError{Status: http.StatusLoopDetected, Reason: fmt.Sprintf("loop: node %s is already on this stream's path (%s)", n.cfg.NodeID, strings.Join(via, " <- "))}
-		}
-	}
 	if len(m.instances) == 0 && n.mesh == nil {
-		return &httpError{Status: http.StatusServiceUnavailable, Reason: fmt.Sprintf("back end %s has no passing instance", m.spec.Name), RetryAfter: n.cfg.Limits.RetryAfter}
+		he := refuse(http.StatusServiceUnavailable, codeNoInstance, "back end "+m.spec.Name+" has no passing instance")
+		he.RetryAfter = n.cfg.Limits.RetryAfter
+		return he
 	}
-	query, qid, hasQID := splitQuery(r.URL.RawQuery)
+	cq, err := parseClientQuery(r.URL.RawQuery, m.spec.QueryParams, m.configured)
+	if err != nil {
+		return refuse(http.StatusBadRequest, codeBadQuery, err.Error())
+	}
 	key := path
-	if query != "" {
-		key += "?" + query
+	if cq.identity != "" {
+		key += "?" + cq.identity
 	}
-	lastID, hasLastID := qid, hasQID
+	lastID, hasLastID := cq.lastID, cq.hasID
 	if vs, ok := r.Header["Last-Event-Id"]; ok && len(vs) > 0 {
 		lastID, hasLastID = vs[0], true
 	}
+	if hasLastID && !relay.ValidLastEventID(lastID) {
+		// No browser sends such an id; it would only break the upstream
+		// request. The client starts live instead.
+		n.ignoredIDs.Add(1)
+		n.logs.Log("bad-last-event-id", n.log.WithField("client", r.RemoteAddr).WithField("bytes", len(lastID)), logrus.InfoLevel,
+			"Last-Event-ID with CR, LF or NUL, or over 1 KiB, ignored")
+		lastID, hasLastID = "", false
+	}
+
+	req := relay.Request{Key: key, LastEventID: lastID, HasLastEventID: hasLastID, Child: peer != nil}
+	var client netip.Addr
+	if peer == nil {
+		// Child nodes are not counted per address: a leaf holds many
+		// streams for its own clients.
+		client = n.clientAddr(r)
+		release, why := n.perIP.Acquire(client)
+		if why != iplimit.OK {
+			return n.ipRefusal(why, 0, client)
+		}
+		req.Done = release
+		req.AllowCatchUp = func() bool {
+			_, why := n.perIP.Allow(client)
+			return why == iplimit.OK
+		}
+	}
+	handed := false
+	defer func() {
+		if !handed && req.Done != nil {
+			req.Done()
+		}
+	}()
 
 	// Admission: waiting subscribers count too, so a flood cannot overshoot
 	// the limit while its streams connect.
 	if n.relay.Clients()+int(n.waiting.Load()) >= n.cfg.Limits.MaxClients {
-		n.relay.Metrics().Refused("max_clients")
-		return &httpError{Status: http.StatusServiceUnavailable, Reason: fmt.Sprintf("node is at its client limit (%d)", n.cfg.Limits.MaxClients), RetryAfter: n.cfg.Limits.RetryAfter}
+		he := refuse(http.StatusServiceUnavailable, codeMaxClients, fmt.Sprintf("limits.max_clients is %d", n.cfg.Limits.MaxClients))
+		he.RetryAfter = n.cfg.Limits.RetryAfter
+		return he
 	}
-	if !n.relay.Has(key) && n.relay.Streams() >= n.cfg.Limits.MaxStreams {
-		n.relay.Metrics().Refused("max_streams")
-		return &httpError{Status: http.StatusServiceUnavailable, Reason: fmt.Sprintf("node is at its stream limit (%d)", n.cfg.Limits.MaxStreams), RetryAfter: n.cfg.Limits.RetryAfter}
+	if !n.relay.Has(key) {
+		if n.relay.Streams() >= n.cfg.Limits.MaxStreams {
+			he := refuse(http.StatusServiceUnavailable, codeMaxStreams, fmt.Sprintf("limits.max_streams is %d", n.cfg.Limits.MaxStreams))
+			he.RetryAfter = n.cfg.Limits.RetryAfter
+			return he
+		}
+		if peer == nil {
+			if wait, why := n.perIP.Allow(client); why != iplimit.OK {
+				return n.ipRefusal(why, wait, client)
+			}
+		}
 	}
 	n.waiting.Add(1)
 	defer n.waiting.Add(-1)
 
-	rt := n.route(key, path, query, m.spec.Name, via)
-	return n.relay.Serve(w, r, relay.Request{
-		Key:            key,
-		Target:         rt.target,
-		LastEventID:    lastID,
-		HasLastEventID: hasLastID,
-		Child:          len(via) > 0,
-	})
+	req.Target = n.route(key, path, cq.identity, m.spec.Name, via).target
+	handed = true
+	return n.relay.Serve(w, r, req)
 }
 
-func joinQuery(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
+// ipRefusal answers a client over its per-address limits.
+func (n *Node) ipRefusal(why iplimit.Refusal, wait time.Duration, client netip.Addr) error {
+	var he *httpError
+	switch why {
+	case iplimit.Connections:
+		he = refuse(http.StatusTooManyRequests, codeIPConnections, fmt.Sprintf("%s holds limits.per_ip.connections (%d) streams", client, n.cfg.Limits.PerIP.Connections))
+		he.RetryAfter = max(n.cfg.Limits.RetryAfter, 1)
+	case iplimit.RateLimited:
+		he = refuse(http.StatusTooManyRequests, codeIPNewStreams, fmt.Sprintf("%s is over limits.per_ip.new_streams (%g/s, burst %d)", client, n.cfg.Limits.PerIP.NewStreams, n.cfg.Limits.PerIP.Burst))
+		he.RetryAfter = max(int(math.Ceil(wait.Seconds())), 1)
+	default:
+		he = refuse(http.StatusServiceUnavailable, codeIPTable, "the per-address table is full")
+		he.RetryAfter = max(n.cfg.Limits.RetryAfter, 1)
 	}
-	return a + "&" + b
+	return he
 }
 
 // cors answers browsers on other origins when configured to.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/meshauth"
 	"github.com/ssemesh/ssemesh/topology"
 )
 
@@ -115,7 +117,7 @@ func (n *Node) gather(ctx context.Context, scope string) gathered {
 	var wg sync.WaitGroup
 	ask := func(peer topology.Node, s string) bool {
 		var got gathered
-		err := n.fetchJSON(ctx, peer.AdminAddr, "/v1/topology/gather?scope="+s, &got)
+		err := n.fetchJSON(ctx, peer.AdminAddr, gatherPath+"?scope="+s, &got)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -160,7 +162,12 @@ func (n *Node) gather(ctx context.Context, scope string) gathered {
 	return g
 }
 
-// fetchJSON GETs an admin path of a peer with this node's token.
+// gatherPath is where peers ask each other for their part of the report.
+const gatherPath = "/v1/topology/gather"
+
+// fetchJSON GETs an admin path of a peer. The request proves this node's
+// mesh membership; the admin token stays on this node, whatever admin
+// address a peer advertises.
 func (n *Node) fetchJSON(ctx context.Context, addr, path string, v any) error {
 	if addr == "" {
 		return fmt.Errorf("no admin address")
@@ -171,8 +178,8 @@ func (n *Node) fetchJSON(ctx context.Context, addr, path string, v any) error {
 	if err != nil {
 		return err
 	}
-	if n.cfg.Admin.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+n.cfg.Admin.Token)
+	if n.signer != nil {
+		req.Header.Set(meshauth.Header, n.signer.Sign(meshauth.PurposeAdmin, requestTarget(req), ""))
 	}
 	resp, err := n.peerClient.Do(req)
 	if err != nil {
@@ -182,8 +189,13 @@ func (n *Node) fetchJSON(ctx context.Context, addr, path string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("asking %s: status %d", addr, resp.StatusCode)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	// A peer's report is bounded: a node that answers without end must not
+	// exhaust this one.
+	return json.NewDecoder(io.LimitReader(resp.Body, maxGatherBytes)).Decode(v)
 }
+
+// maxGatherBytes bounds one peer's part of the topology report.
+const maxGatherBytes = 64 << 20
 
 // TopologyReport is the whole mesh as this node can see it, all data
 // centres, narrowed to one stream when stream is not empty. Nodes that could
@@ -299,7 +311,7 @@ func compactStrings(s []string) []string {
 func (n *Node) gatherHandler(w http.ResponseWriter, r *http.Request) {
 	scope := r.URL.Query().Get("scope")
 	if scope != scopeLocal && scope != scopeDC {
-		n.renderError(w, r, &httpError{Status: http.StatusBadRequest, Reason: "scope must be local or dc"})
+		n.renderError(w, r, &httpError{Status: http.StatusBadRequest, Code: "bad_request", Message: "scope must be local or dc"})
 		return
 	}
 	writeJSON(w, http.StatusOK, n.gather(r.Context(), scope))

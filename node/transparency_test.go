@@ -450,9 +450,16 @@ func TestTransparency(t *testing.T) {
 	cases := transparencyCases()
 	up := newScriptUpstream(cases)
 	upAddr := serve(t, up)
-	cfg := testConfig(BackendSpec{Name: "script", URI: "http://" + upAddr + "/n", Mount: "/n", Prefix: true})
+	cfg := testConfig(BackendSpec{Name: "script", URI: "http://" + upAddr + "/n/", Mount: "/n", Prefix: true})
 	n := startNode(t, cfg)
+	playTransparency(t, cases, up, upAddr, n.Addr())
+}
 
+// playTransparency plays every case direct from the upstream (/d/<case>)
+// and through entry, the client listener of a node or of the last node of
+// a chain whose upstream path is /n/<case>, and compares what a browser
+// would observe.
+func playTransparency(t *testing.T, cases []transparencyCase, up *scriptUpstream, upAddr, entry string) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -462,7 +469,7 @@ func TestTransparency(t *testing.T) {
 			}
 			directPath, nodePath := fmt.Sprintf("/d/%d", i), fmt.Sprintf("/n/%d", i)
 			direct := observe(t, "http://"+upAddr+directPath, maxConns, func() { up.open(directPath) })
-			through := observe(t, "http://"+n.Addr()+nodePath, 1, func() { up.open(nodePath) })
+			through := observe(t, "http://"+entry+nodePath, 1, func() { up.open(nodePath) })
 
 			// The table pins the direct view, so a parser bug shared by both
 			// sides cannot make them agree on something wrong.

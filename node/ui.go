@@ -105,7 +105,7 @@ func (p *pageHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (n *Node) pageGate(p *pageHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
-			n.renderError(w, r, &httpError{Status: http.StatusNotFound, Reason: "no admin endpoint at " + r.URL.Path})
+			n.renderError(w, r, &httpError{Status: http.StatusNotFound, Code: "not_found", Message: "no admin endpoint at " + r.URL.Path})
 			return
 		}
 		if n.cfg.Admin.Token != "" && !n.presentsAdminToken(r) {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // client is one subscriber. On the fast path it is owned by its stream's
@@ -21,7 +23,8 @@ import (
 type client struct {
 	s      *stream
 	remote string
-	child  bool // another mesh node
+	child  bool   // another mesh node
+	done   func() // Request.Done, called once at finish
 
 	conn net.Conn        // hijacked connection; nil when served through rw
 	raw  syscall.RawConn // conn's descriptor, for non-blocking writes
@@ -133,10 +136,13 @@ func (c *client) finish(reason string) {
 		if c.child {
 			s.r.children.Add(-1)
 		}
+		if c.done != nil {
+			c.done()
+		}
 		if reason != "" {
 			s.r.metrics.disconnect(reason)
 			if reason != ReasonWriteError {
-				s.log.WithField("client", c.remote).WithField("reason", reason).Info("slow subscriber disconnected")
+				s.r.logs.Log("disconnect:"+reason, s.log.WithField("client", c.remote).WithField("reason", reason), logrus.InfoLevel, "slow subscriber disconnected")
 			}
 		}
 	})

@@ -48,6 +48,12 @@ type Config struct {
 	// CatchUpTimeout bounds fetching events older than the ring from
 	// upstream for a client whose Last-Event-ID the ring no longer holds.
 	CatchUpTimeout time.Duration
+	// CatchUpPerStream and CatchUpMax bound those fetches running at once,
+	// per stream and per relay. Subscribers resuming from the same id share
+	// one fetch; a subscriber over the budget gets a gap event instead of
+	// one more request upstream.
+	CatchUpPerStream int
+	CatchUpMax       int
 	// GapEvent is the event type sent to a client whose Last-Event-ID could
 	// not be resumed without loss. Empty disables the event; the gap is then
 	// only counted (ssemesh_gaps_total) and logged.
@@ -62,24 +68,26 @@ type Config struct {
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
 	return Config{
-		MaxEventBytes:  4 << 20,
-		RingEvents:     10000,
-		RingBytes:      64 << 20,
-		RingAge:        15 * time.Minute,
-		Linger:         30 * time.Second,
-		Heartbeat:      15 * time.Second,
-		ClientLagBytes: 8 << 20,
-		WriteTimeout:   10 * time.Second,
-		ConnectTimeout: 10 * time.Second,
-		ReadyTimeout:   15 * time.Second,
-		IdleTimeout:    60 * time.Second,
-		BackoffMin:     250 * time.Millisecond,
-		BackoffMax:     30 * time.Second,
-		ConnectRetries: 3,
-		CatchUpTimeout: 5 * time.Second,
-		GapEvent:       "ssemesh-gap",
-		DrainRetry:     2 * time.Second,
-		UserAgent:      "ssemesh",
+		MaxEventBytes:    4 << 20,
+		RingEvents:       10000,
+		RingBytes:        64 << 20,
+		RingAge:          15 * time.Minute,
+		Linger:           30 * time.Second,
+		Heartbeat:        15 * time.Second,
+		ClientLagBytes:   8 << 20,
+		WriteTimeout:     10 * time.Second,
+		ConnectTimeout:   10 * time.Second,
+		ReadyTimeout:     15 * time.Second,
+		IdleTimeout:      60 * time.Second,
+		BackoffMin:       250 * time.Millisecond,
+		BackoffMax:       30 * time.Second,
+		ConnectRetries:   3,
+		CatchUpTimeout:   5 * time.Second,
+		CatchUpPerStream: 4,
+		CatchUpMax:       64,
+		GapEvent:         "ssemesh-gap",
+		DrainRetry:       2 * time.Second,
+		UserAgent:        "ssemesh",
 	}
 }
 
@@ -104,6 +112,8 @@ func (c Config) Validate() error {
 		{"backoff_max", c.BackoffMax >= c.BackoffMin},
 		{"connect_retries", c.ConnectRetries >= 0},
 		{"catch_up_timeout", c.CatchUpTimeout > 0},
+		{"catch_up_per_stream", c.CatchUpPerStream >= 1},
+		{"catch_up_max", c.CatchUpMax >= c.CatchUpPerStream},
 		{"drain_retry", c.DrainRetry >= 0},
 	}
 	for _, p := range pos {
@@ -122,6 +132,10 @@ func errInvalid(name string, c Config) error {
 		return fmt.Errorf("must hold at least one maximal event (%d bytes), got %d", c.MaxEventBytes, c.RingBytes)
 	case "backoff_max":
 		return fmt.Errorf("must be >= backoff_min (%s), got %s", c.BackoffMin, c.BackoffMax)
+	case "catch_up_per_stream":
+		return fmt.Errorf("must be at least 1, got %d", c.CatchUpPerStream)
+	case "catch_up_max":
+		return fmt.Errorf("must be >= catch_up_per_stream (%d), got %d", c.CatchUpPerStream, c.CatchUpMax)
 	case "client_lag_bytes":
 		// Below one maximal event, a single large event would cut every
 		// client that is catching up.

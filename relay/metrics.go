@@ -31,6 +31,7 @@ type Metrics struct {
 	disconnects map[string]uint64
 	upErrors    map[string]uint64
 	refused     map[string]uint64
+	catchUpNo   map[string]uint64
 	latency     *Histogram
 }
 
@@ -40,6 +41,8 @@ func newMetrics() *Metrics {
 		upErrors:    make(map[string]uint64),
 		refused:     make(map[string]uint64),
 		latency:     NewHistogram(),
+
+		catchUpNo: make(map[string]uint64),
 	}
 }
 
@@ -62,6 +65,14 @@ func (m *Metrics) Refused(reason string) {
 	m.mu.Unlock()
 }
 
+// catchUpRefused counts a history fetch not made, by the budget that
+// refused it (stream, node, client).
+func (m *Metrics) catchUpRefused(scope string) {
+	m.mu.Lock()
+	m.catchUpNo[scope]++
+	m.mu.Unlock()
+}
+
 // observe records one write's delay from event arrival, weighted by the
 // number of subscribers it served.
 func (m *Metrics) observe(d time.Duration, n uint64) {
@@ -74,6 +85,7 @@ type Snapshot struct {
 	Disconnects                                                                               map[string]uint64
 	UpstreamErrors                                                                            map[string]uint64
 	Refused                                                                                   map[string]uint64
+	CatchUpRefused                                                                            map[string]uint64
 	Latency                                                                                   HistogramSnapshot
 }
 
@@ -94,6 +106,7 @@ func (m *Metrics) Snapshot() Snapshot {
 	s.Disconnects = copyMap(m.disconnects)
 	s.UpstreamErrors = copyMap(m.upErrors)
 	s.Refused = copyMap(m.refused)
+	s.CatchUpRefused = copyMap(m.catchUpNo)
 	m.mu.Unlock()
 	return s
 }

@@ -25,6 +25,8 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/sirupsen/logrus"
+
+	"github.com/ssemesh/ssemesh/internal/ratelog"
 )
 
 // Target is where a stream's upstream lives at one moment.
@@ -36,17 +38,27 @@ type Target struct {
 	// Parent is the mesh node serving the stream; "" for a back end.
 	Parent string
 	// Fallback says the TargetFunc has other upstreams to offer (other
-	// parents, other back-end instances): a transport error or a 502, 503,
-	// 504 or 508 from this one is then retried elsewhere instead of being
-	// reported to waiting subscribers.
+	// parents, other back-end instances): a connect is then not retried
+	// against this one.
 	Fallback bool
+	// Hide, when set, picks the refusals that are this upstream's own
+	// failure rather than the stream's answer: those are not reported to
+	// waiting subscribers; the stream asks the TargetFunc again instead.
+	// A refusal Hide does not pick is the stream's end state and reaches
+	// the subscribers as it is.
+	Hide func(*Error) bool
+	// Prepare, when set, completes each request to this upstream just
+	// before it is sent, retries included: credentials that expire are
+	// made afresh for every attempt.
+	Prepare func(*http.Request)
 }
 
 // Attempt is the outcome of a failed connection, handed to the next call of
 // the TargetFunc so it can avoid what just failed.
 type Attempt struct {
 	Target Target
-	Status int // upstream HTTP status; 0 for a transport error
+	Status int    // upstream HTTP status; 0 when no response arrived
+	Code   string // the failure's code (Code* constants, or one a parent node sent)
 	Reason string
 }
 
@@ -75,6 +87,11 @@ type Relay struct {
 
 	clients  atomic.Int64
 	children atomic.Int64 // subscribers that are mesh nodes
+	catchUps atomic.Int64 // history fetches running, all streams
+
+	// logs keeps per-subscriber and per-stream events (gaps, slow
+	// consumers cut, refused streams) from flooding the log.
+	logs *ratelog.Logger
 }
 
 // New builds a relay. Close must be called to release it.
@@ -97,6 +114,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Relay, error) {
 		cancel:  cancel,
 		streams: make(map[string]*stream),
 		jobs:    make(chan func()),
+		logs:    ratelog.New(10 * time.Second),
 	}
 	r.http = newUpstreamClient(cfg, log)
 	r.workers = runtime.GOMAXPROCS(0)
@@ -161,7 +179,7 @@ func (r *Relay) acquire(key string, target TargetFunc, lastEventID string, hasLa
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopping {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Reason: "node is shutting down", RetryAfter: 1}
+		return nil, &Error{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, Reason: "node is shutting down", RetryAfter: 1}
 	}
 	s := r.streams[key]
 	if s == nil || s.isFinished() {
@@ -251,14 +269,46 @@ func (r *Relay) Close() {
 }
 
 // Error is a refusal that happens before a subscriber's response starts; the
-// caller renders it (JSON) with the status.
+// caller renders it with the status and the code.
 type Error struct {
-	Status     int
+	Status int
+	// Code is a stable, client-safe name of the refusal (Code* constants,
+	// or the code a parent node answered with); Reason is the detail for
+	// logs and the admin API, which may name addresses and must not reach
+	// clients.
+	Code       string
 	Reason     string
 	RetryAfter int // seconds; 0 = no Retry-After header
 	// Upstream is the status the upstream answered, when the refusal mirrors it.
 	Upstream int
 }
+
+// Codes of the refusals the relay makes. They are what a client is told,
+// and what a node tells its child nodes in ErrorHeader, so a client at the
+// end of a chain sees the code it would see at the first node.
+const (
+	CodeStreamEnded         = "stream_ended"          // upstream answered 204: the stream is over
+	CodeUpstreamStatus      = "upstream_status"       // upstream answered an error status, mirrored
+	CodeUpstreamContentType = "upstream_content_type" // upstream answered 200 but not text/event-stream
+	CodeUpstreamRedirect    = "upstream_redirect"     // upstream redirected elsewhere (another origin, or too often)
+	CodeUpstreamUnreachable = "upstream_unreachable"  // no response: connection refused, reset, timed out
+	CodeUpstreamTimeout     = "upstream_timeout"      // no first answer within ready_timeout
+	CodeNoUpstream          = "no_upstream"           // the node has nowhere to take the stream from
+	CodeStreamClosing       = "stream_closing"        // the stream closed while the subscriber waited
+	CodeShuttingDown        = "shutting_down"         // the node is draining
+
+	// Codes that only name why a live upstream connection ended, for the
+	// TargetFunc (Attempt.Code); a clean end has no code.
+	CodeUpstreamIdle     = "upstream_idle"      // silent for longer than idle_timeout
+	CodeUpstreamTooLarge = "upstream_too_large" // an event over max_event_bytes
+	CodeUpstreamRead     = "upstream_read"      // the connection failed mid-stream
+)
+
+// ErrorHeader names the code of a refusal in the response, so a node
+// reading from another node learns whether the refusal is the upstream
+// node's own (it is full, draining, or would close a loop) or the stream's
+// answer relayed from above.
+const ErrorHeader = "X-Ssemesh-Error"
 
 func (e *Error) Error() string { return fmt.Sprintf("relay: %d: %s", e.Status, e.Reason) }
 

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"syscall"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/internal/sse"
 )
@@ -22,6 +25,15 @@ type Request struct {
 	// Child marks a subscriber that is another mesh node, so shutdown can
 	// wait for children to re-parent before it closes the rest.
 	Child bool
+	// AllowCatchUp, when set, is asked before this subscriber's resume
+	// point makes a history request upstream; false answers it with a gap
+	// instead. It lets the caller bound the upstream work one client can
+	// cause.
+	AllowCatchUp func() bool
+	// Done, when set, is called exactly once when the relay is finished
+	// with the subscriber, however that ends: refused, gone before its
+	// stream answered, or closed after streaming.
+	Done func()
 }
 
 // Serve attaches the subscriber to its stream and streams to it. Headers the
@@ -31,6 +43,12 @@ type Request struct {
 // as soon as the subscriber is on the fast path: its connection is owned by
 // the relay from then on.
 func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) error {
+	attached := false
+	defer func() {
+		if !attached && sr.Done != nil {
+			sr.Done()
+		}
+	}()
 	s, err := r.acquire(sr.Key, sr.Target, sr.LastEventID, sr.HasLastEventID)
 	if err != nil {
 		return err
@@ -50,7 +68,7 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		return nil
 	case <-ready.C:
 		s.unref()
-		return &Error{Status: http.StatusGatewayTimeout, Reason: fmt.Sprintf("upstream did not answer within %s", r.cfg.ReadyTimeout), RetryAfter: 1}
+		return &Error{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Reason: fmt.Sprintf("upstream did not answer within %s", r.cfg.ReadyTimeout), RetryAfter: 1}
 	}
 
 	s.mu.Lock()
@@ -63,9 +81,10 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 	if s.state != stateLive {
 		s.mu.Unlock()
 		s.unref()
-		return &Error{Status: http.StatusServiceUnavailable, Reason: "stream is closing", RetryAfter: 1}
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStreamClosing, Reason: "stream is closing", RetryAfter: 1}
 	}
-	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child}
+	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child, done: sr.Done}
+	attached = true
 	if early {
 		c.next = s.ring.first
 	}
@@ -152,7 +171,7 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 			}
 			c.pending = nil
 		}
-		c.resume(req.Context(), sr.LastEventID)
+		c.resume(req.Context(), sr.LastEventID, sr.AllowCatchUp)
 	}
 	c.catchUp()
 	return nil
@@ -181,12 +200,12 @@ func buildHead(extra http.Header) []byte {
 // holds, by asking upstream from its Last-Event-ID until upstream's replay
 // reaches an event the ring holds. When that cannot be done the subscriber
 // gets a gap event and everything the ring holds.
-func (c *client) resume(ctx context.Context, lastEventID string) {
+func (c *client) resume(ctx context.Context, lastEventID string, allow func() bool) {
 	s := c.s
-	prefix, seq, gap := s.fetchSince(ctx, lastEventID)
+	prefix, seq, gap := s.sharedFetch(ctx, lastEventID, allow)
 	if gap != "" {
 		s.r.metrics.Gaps.Add(1)
-		s.log.WithField("last_event_id", lastEventID).WithField("reason", gap).Warn("subscriber resumes with a gap")
+		s.r.logs.Log("gap", s.log.WithField("last_event_id", lastEventID).WithField("reason", gap), logrus.WarnLevel, "subscriber resumes with a gap")
 		s.mu.Lock()
 		c.next = s.ring.first
 		c.pos.Store(c.next)
@@ -200,12 +219,72 @@ func (c *client) resume(ctx context.Context, lastEventID string) {
 	c.next = seq
 	c.pos.Store(seq)
 	if len(prefix) > 0 {
-		if err := c.writeBlocking(prefix); err != nil {
+		// The fetch is shared; writing consumes the slice of buffers, so
+		// each subscriber writes from its own copy of it.
+		if err := c.writeBlocking(slices.Clone(prefix)); err != nil {
 			c.abort()
 			return
 		}
 		s.r.metrics.Deliveries.Add(uint64(len(prefix)))
 	}
+}
+
+// fetchCall is one history fetch, shared by every subscriber of the stream
+// that resumes from the same id while it runs.
+type fetchCall struct {
+	done   chan struct{}
+	prefix [][]byte
+	seq    uint64
+	gap    string
+}
+
+// sharedFetch is fetchSince with a budget: subscribers resuming from the
+// same id share one upstream request; a stream runs at most
+// CatchUpPerStream of them at once and the relay CatchUpMax, and allow (the
+// caller's own limit, when set) is asked before a new one starts. Over any
+// of these the subscriber gets a gap: the history it asked for is not worth
+// one more request upstream while so many run.
+func (s *stream) sharedFetch(ctx context.Context, lastEventID string, allow func() bool) ([][]byte, uint64, string) {
+	cfg := &s.r.cfg
+	s.mu.Lock()
+	if call := s.fetches[lastEventID]; call != nil {
+		s.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.prefix, call.seq, call.gap
+		case <-ctx.Done():
+			return nil, 0, "subscriber left"
+		}
+	}
+	if len(s.fetches) >= cfg.CatchUpPerStream {
+		s.mu.Unlock()
+		s.r.metrics.catchUpRefused("stream")
+		return nil, 0, "too many history fetches on this stream"
+	}
+	if allow != nil && !allow() {
+		s.mu.Unlock()
+		s.r.metrics.catchUpRefused("client")
+		return nil, 0, "too many history fetches from this client"
+	}
+	if s.r.catchUps.Add(1) > int64(cfg.CatchUpMax) {
+		s.r.catchUps.Add(-1)
+		s.mu.Unlock()
+		s.r.metrics.catchUpRefused("node")
+		return nil, 0, "too many history fetches on this node"
+	}
+	call := &fetchCall{done: make(chan struct{})}
+	s.fetches[lastEventID] = call
+	s.mu.Unlock()
+
+	// The fetch outlives the subscriber that started it: others may be
+	// waiting for it. It is bounded by CatchUpTimeout and the stream.
+	call.prefix, call.seq, call.gap = s.fetchSince(s.ctx, lastEventID)
+	s.r.catchUps.Add(-1)
+	s.mu.Lock()
+	delete(s.fetches, lastEventID)
+	s.mu.Unlock()
+	close(call.done)
+	return call.prefix, call.seq, call.gap
 }
 
 // fetchSince asks upstream for the events after lastEventID, collecting them

@@ -69,6 +69,7 @@ type stream struct {
 	// resumed upstream replays everything after that block.
 	eventsAtLastID uint64
 	opened         time.Time
+	fetches        map[string]*fetchCall // history fetches running, by resume id
 }
 
 func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasLastEventID bool) *stream {
@@ -94,6 +95,7 @@ func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasL
 		all:       make(map[*client]struct{}),
 		slow:      make(map[*client]struct{}),
 		opened:    time.Now(),
+		fetches:   make(map[string]*fetchCall),
 	}
 }
 
@@ -115,7 +117,10 @@ func (s *stream) ref() {
 	s.mu.Unlock()
 }
 
-// unref drops a reference; the last one starts the linger timer.
+// unref drops a reference; the last one starts the linger timer. A stream
+// that never went live does not linger: nobody has seen it work, and
+// keeping it would let requests that leave at once fill the stream table
+// with upstream connections nobody reads.
 func (s *stream) unref() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -123,7 +128,7 @@ func (s *stream) unref() {
 	if s.refs > 0 || s.state == stateClosed {
 		return
 	}
-	if s.state != stateLive && s.state != stateConnecting {
+	if s.state != stateLive {
 		s.closeLocked()
 		return
 	}
@@ -147,7 +152,7 @@ func (s *stream) closeLocked() {
 	prev := s.state
 	s.state = stateClosed
 	if prev == stateConnecting {
-		s.first = outcome{err: &Error{Status: 503, Reason: "stream closed before its upstream answered", RetryAfter: 1}}
+		s.first = outcome{err: &Error{Status: 503, Code: CodeStreamClosing, Reason: "stream closed before its upstream answered", RetryAfter: 1}}
 		close(s.ready)
 	}
 	s.cancel()

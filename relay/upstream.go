@@ -9,7 +9,9 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +23,8 @@ import (
 
 // newUpstreamClient builds the HTTP client for upstream streams: no overall
 // timeout (a stream never ends by itself), a bound on waiting for response
-// headers, retries only for transport errors, 429 and 5xx.
+// headers, retries only for transport errors, 429 and 5xx, and redirects
+// followed only within the upstream's own origin.
 func newUpstreamClient(cfg Config, log logrus.FieldLogger) *retryablehttp.Client {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -34,17 +37,85 @@ func newUpstreamClient(cfg Config, log logrus.FieldLogger) *retryablehttp.Client
 		DisableCompression: true,
 	}
 	c := retryablehttp.NewClient()
-	c.HTTPClient = &http.Client{Transport: tr}
+	c.HTTPClient = &http.Client{Transport: refusedBodyCloser{tr}, CheckRedirect: checkRedirect}
 	c.RetryMax = cfg.ConnectRetries
 	c.RetryWaitMin = cfg.BackoffMin
 	c.RetryWaitMax = cfg.BackoffMax
 	c.Backoff = jitterBackoff
 	c.CheckRetry = checkRetry
+	c.PrepareRetry = func(req *http.Request) error {
+		prepare(req)
+		return nil
+	}
 	// Hand the last answer back as it is, so a refusal's status reaches the
 	// subscriber instead of a generic "giving up" error.
 	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	c.Logger = leveledLogger{log}
 	return c
+}
+
+// maxRedirects bounds the redirects followed for one connect, as a browser's
+// EventSource would follow a few.
+const maxRedirects = 3
+
+// checkRedirect follows a redirect only to the origin (scheme, host and
+// port) of the request that started the chain, at most maxRedirects times.
+// The configured headers and credentials travel with every hop, so any other
+// origin would receive them: such a redirect is answered to subscribers as
+// the refusal it is instead. The Referer Go adds names the upstream URL with
+// its query, which may hold a key; it is dropped.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects || !sameOrigin(via[0].URL, req.URL) {
+		return http.ErrUseLastResponse
+	}
+	req.Header.Del("Referer")
+	prepare(req)
+	return nil
+}
+
+// sameOrigin compares scheme, host and port, with default ports filled in.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && portOf(a) == portOf(b)
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
+}
+
+// refusedBodyCloser closes the body of every answer that is not a stream
+// before anyone reads it. A back end may answer an error status, or 200 with
+// another content type, and keep the connection open without ever ending
+// the body: reading it to reuse the connection (as the retrying client
+// does between attempts) would block the stream for good.
+type refusedBodyCloser struct{ base *http.Transport }
+
+func (t refusedBodyCloser) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && (resp.StatusCode != http.StatusOK || !isEventStream(resp.Header.Get("Content-Type"))) {
+		_ = resp.Body.Close()
+		resp.Body = http.NoBody
+	}
+	return resp, err
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport.
+func (t refusedBodyCloser) CloseIdleConnections() { t.base.CloseIdleConnections() }
+
+// prepareKey carries a Target's Prepare to every attempt of a request.
+type prepareKey struct{}
+
+// prepare runs the request's Target.Prepare, if any.
+func prepare(req *http.Request) {
+	if f, ok := req.Context().Value(prepareKey{}).(func(*http.Request)); ok {
+		f(req)
+	}
 }
 
 // failFastKey marks a request to an upstream that has alternatives (another
@@ -126,7 +197,7 @@ func isEventStream(ct string) bool {
 func (s *stream) connect(ctx context.Context, t Target, lastID string, hasLastID bool) (*http.Response, *Error, bool) {
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
-		return nil, &Error{Status: http.StatusBadGateway, Reason: fmt.Sprintf("bad upstream URL: %v", err)}, false
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeNoUpstream, Reason: fmt.Sprintf("bad upstream URL: %v", err)}, false
 	}
 	for k, vs := range t.Header {
 		for _, v := range vs {
@@ -141,25 +212,47 @@ func (s *stream) connect(ctx context.Context, t Target, lastID string, hasLastID
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", s.r.cfg.UserAgent)
 	}
-	if hasLastID {
+	// An id that cannot be a header value was never sent by an upstream
+	// (the parser refuses them) and must not fail the request: callers
+	// check ids from clients, this is the last line.
+	if hasLastID && ValidLastEventID(lastID) {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
+	rctx := ctx
 	if t.Fallback {
-		req = req.WithContext(context.WithValue(ctx, failFastKey{}, true))
+		rctx = context.WithValue(rctx, failFastKey{}, true)
 	}
+	if t.Prepare != nil {
+		rctx = context.WithValue(rctx, prepareKey{}, t.Prepare)
+		t.Prepare(req.Request)
+	}
+	req = req.WithContext(rctx)
 	resp, err := s.r.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, &Error{Status: http.StatusServiceUnavailable, Reason: "cancelled"}, false
+			return nil, &Error{Status: http.StatusServiceUnavailable, Code: CodeStreamClosing, Reason: "cancelled"}, false
 		}
 		s.r.metrics.upstreamError("transport")
-		return nil, &Error{Status: http.StatusBadGateway, Reason: fmt.Sprintf("upstream unreachable: %v", unwrapURL(err))}, false
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeUpstreamUnreachable, Reason: fmt.Sprintf("upstream unreachable: %v", unwrapURL(err))}, false
+	}
+	// A node upstream names its refusals; a chain passes the name on.
+	relayed := codeFrom(resp.Header.Get(ErrorHeader))
+	pick := func(own string) string {
+		if relayed != "" {
+			return relayed
+		}
+		return own
 	}
 	switch {
 	case resp.StatusCode == http.StatusNoContent:
 		drainClose(resp)
 		s.r.metrics.upstreamError("204")
-		return nil, &Error{Status: http.StatusNoContent, Upstream: 204, Reason: "upstream ended the stream (204 No Content)"}, true
+		return nil, &Error{Status: http.StatusNoContent, Code: pick(CodeStreamEnded), Upstream: 204, Reason: "upstream ended the stream (204 No Content)"}, true
+	case isRedirect(resp.StatusCode):
+		drainClose(resp)
+		s.r.metrics.upstreamError("redirect")
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeUpstreamRedirect, Upstream: resp.StatusCode,
+			Reason: fmt.Sprintf("upstream answered %s to %s: redirects are followed only within the upstream's origin, at most %d times", resp.Status, redirectOrigin(resp), maxRedirects)}, false
 	case resp.StatusCode != http.StatusOK:
 		drainClose(resp)
 		s.r.metrics.upstreamError(strconv.Itoa(resp.StatusCode))
@@ -167,14 +260,68 @@ func (s *stream) connect(ctx context.Context, t Target, lastID string, hasLastID
 		if status < 400 || status > 599 {
 			status = http.StatusBadGateway
 		}
-		return nil, &Error{Status: status, Upstream: resp.StatusCode, Reason: fmt.Sprintf("upstream answered %s", resp.Status)}, false
+		return nil, &Error{Status: status, Code: pick(CodeUpstreamStatus), Upstream: resp.StatusCode, Reason: fmt.Sprintf("upstream answered %s", resp.Status),
+			RetryAfter: retryAfterOf(resp)}, false
 	case !isEventStream(resp.Header.Get("Content-Type")):
 		drainClose(resp)
 		s.r.metrics.upstreamError("content_type")
-		return nil, &Error{Status: http.StatusBadGateway, Upstream: 200, Reason: fmt.Sprintf("upstream answered Content-Type %q, not text/event-stream", resp.Header.Get("Content-Type"))}, false
+		return nil, &Error{Status: http.StatusBadGateway, Code: CodeUpstreamContentType, Upstream: 200, Reason: fmt.Sprintf("upstream answered Content-Type %q, not text/event-stream", resp.Header.Get("Content-Type"))}, false
 	}
 	return resp, nil, false
 }
+
+// isRedirect reports the statuses an HTTP client follows.
+func isRedirect(status int) bool {
+	switch status {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
+}
+
+// codeFrom accepts a refusal code from an upstream's ErrorHeader: lower-case
+// letters and '_', at most 40 of them. Anything else is not a code.
+func codeFrom(v string) string {
+	if v == "" || len(v) > 40 {
+		return ""
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 'a' || c > 'z') && c != '_' {
+			return ""
+		}
+	}
+	return v
+}
+
+// retryAfterOf reads a refusal's Retry-After in seconds (0 when absent),
+// so a node passes on the pace its upstream asked for.
+func retryAfterOf(resp *http.Response) int {
+	s, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || s < 0 {
+		return 0
+	}
+	return min(s, 3600)
+}
+
+// redirectOrigin names where a redirect pointed, without its path and
+// query (which may carry a key), for the log.
+func redirectOrigin(resp *http.Response) string {
+	loc, err := resp.Location()
+	if err != nil {
+		return "an unreadable location"
+	}
+	return loc.Scheme + "://" + loc.Host
+}
+
+// ValidLastEventID reports whether id can be sent as a Last-Event-ID: no
+// CR, LF or NUL (a header value cannot hold them; a WHATWG client never
+// sends them) and at most MaxLastEventIDBytes.
+func ValidLastEventID(id string) bool {
+	return len(id) <= MaxLastEventIDBytes && !strings.ContainsAny(id, "\r\n\x00")
+}
+
+// MaxLastEventIDBytes bounds a resume point taken from a client.
+const MaxLastEventIDBytes = 1024
 
 func unwrapURL(err error) error {
 	var ue interface{ Unwrap() error }
@@ -191,11 +338,9 @@ func unwrapURL(err error) error {
 	return err
 }
 
-// drainClose discards a small body so the connection can be reused.
-func drainClose(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-}
+// drainClose closes a refused answer's body. refusedBodyCloser has closed
+// the connection's body already; reading it could block for good.
+func drainClose(resp *http.Response) { _ = resp.Body.Close() }
 
 // runUpstream keeps the stream's upstream subscription alive until the stream
 // closes: connect, read, reconnect with backoff and Last-Event-ID, and switch
@@ -209,7 +354,7 @@ func (s *stream) runUpstream() {
 		t, err := s.target(prev)
 		prev = nil
 		if err != nil {
-			if s.fail(&Error{Status: http.StatusBadGateway, Reason: fmt.Sprintf("no upstream: %v", err)}, false) {
+			if s.fail(&Error{Status: http.StatusBadGateway, Code: CodeNoUpstream, Reason: fmt.Sprintf("no upstream: %v", err), RetryAfter: 1}, false) {
 				return
 			}
 			s.noteFailure(&failures, err.Error())
@@ -223,15 +368,22 @@ func (s *stream) runUpstream() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			prev = &Attempt{Target: t, Status: refusal.Upstream, Reason: refusal.Reason}
-			// A refusal from one of several upstreams is not the stream's
-			// answer: try the next one.
-			hidden := t.Fallback && !ended && fallbackStatus(refusal.Upstream)
+			if !ended && s.dropRefusedOrigin(refusal) {
+				continue
+			}
+			prev = &Attempt{Target: t, Status: refusal.Upstream, Code: refusal.Code, Reason: refusal.Reason}
+			// The upstream's own failure (one of several parents or
+			// instances that cannot serve now) is not the stream's answer:
+			// ask for a target again.
+			hidden := !ended && t.Hide != nil && t.Hide(refusal)
 			if !hidden && s.fail(refusal, ended) {
+				// Streams that fail at once come in floods when a client
+				// asks for many that do not exist: one line per few
+				// seconds says what happens.
 				if ended {
-					s.log.WithField("upstream", t.Label).Info("upstream ended the stream (204): subscribers closed")
+					s.r.logs.Log("ended", s.log.WithField("upstream", t.Label), logrus.InfoLevel, "upstream ended the stream (204): subscribers closed")
 				} else {
-					s.log.WithField("upstream", t.Label).WithField("reason", refusal.Reason).Warn("upstream refused the stream")
+					s.r.logs.Log("refused", s.log.WithField("upstream", t.Label).WithField("reason", refusal.Reason), logrus.WarnLevel, "upstream refused the stream")
 				}
 				return
 			}
@@ -267,25 +419,42 @@ func (s *stream) runUpstream() {
 		s.mu.Lock()
 		s.reconnects++
 		s.mu.Unlock()
-		reason := "upstream closed the stream"
-		if err != nil {
-			reason = err.Error()
+		reason, code := "upstream closed the stream", ""
+		switch {
+		case errors.Is(err, errIdle):
+			reason, code = err.Error(), CodeUpstreamIdle
+		case errors.Is(err, errTooLarge):
+			reason, code = err.Error(), CodeUpstreamTooLarge
+		case err != nil:
+			reason, code = err.Error(), CodeUpstreamRead
 		}
-		prev = &Attempt{Target: t, Reason: reason}
+		prev = &Attempt{Target: t, Code: code, Reason: reason}
 		s.noteFailure(&failures, reason)
 		s.sleep(s.retryFloor(t, backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
 		attempt++
 	}
 }
 
-// fallbackStatus: answers that say "this upstream cannot serve now" rather
-// than "the stream is so": transport errors (0), gateway errors and loops.
-func fallbackStatus(status int) bool {
-	switch status {
-	case 0, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusLoopDetected:
-		return true
+// dropRefusedOrigin handles the first connect of a stream opened from a
+// subscriber's Last-Event-ID that the upstream refused as a client error
+// (4xx). The id is the opening subscriber's, and other subscribers that
+// joined while the stream connected must not get that subscriber's refusal:
+// the stream reconnects at once without the id, and the subscriber that
+// named it resumes through a history fetch (a gap if that is refused too).
+// It reports whether the stream should reconnect.
+func (s *stream) dropRefusedOrigin(e *Error) bool {
+	if e.Upstream < 400 || e.Upstream > 499 || e.Upstream == http.StatusTooManyRequests || e.Upstream == http.StatusRequestTimeout {
+		return false
 	}
-	return false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateConnecting || !s.originSet || s.eventsIn > 0 {
+		return false
+	}
+	s.log.WithField("last_event_id", s.origin).WithField("reason", e.Reason).Info("upstream refused to resume from the id the stream was opened with: opening it without")
+	s.originSet, s.origin = false, ""
+	s.lastID, s.hasLastID = "", false
+	return true
 }
 
 // switchover is a new upstream connection opened while the old one was
@@ -331,7 +500,7 @@ func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int,
 					// away from it (a node avoids that parent for a while);
 					// the stream stays where it is, so the choice it
 					// returns is not used now.
-					_, _ = s.target(&Attempt{Target: nt, Status: refusal.Upstream, Reason: refusal.Reason})
+					_, _ = s.target(&Attempt{Target: nt, Status: refusal.Upstream, Code: refusal.Code, Reason: refusal.Reason})
 				}
 				continue
 			}

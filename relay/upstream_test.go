@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,18 +208,53 @@ func TestCheckRetry(t *testing.T) {
 	}
 }
 
-func TestFallbackStatus(t *testing.T) {
-	tests := []struct {
-		status int
-		want   bool
-	}{
-		{0, true}, {502, true}, {503, true}, {504, true}, {508, true},
-		{200, false}, {204, false}, {400, false}, {401, false}, {403, false},
-		{404, false}, {429, false}, {500, false}, {501, false}, {505, false},
+func TestCodeFrom(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""}, {"loop", "loop"}, {"upstream_status", "upstream_status"},
+		{"Loop", ""}, {"a-b", ""}, {"x y", ""}, {"<script>", ""}, {strings.Repeat("a", 41), ""}, {strings.Repeat("a", 40), strings.Repeat("a", 40)},
 	}
 	for _, tc := range tests {
-		if got := fallbackStatus(tc.status); got != tc.want {
-			t.Errorf("fallbackStatus(%d) = %v, want %v", tc.status, got, tc.want)
+		if got := codeFrom(tc.in); got != tc.want {
+			t.Errorf("codeFrom(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{"http://cs:8080/a?k=1", "http://cs:8080/b", true},
+		{"http://CS:8080/a", "http://cs:8080/b", true},
+		{"http://cs/a", "http://cs:80/b", true},
+		{"https://cs/a", "https://cs:443/b", true},
+		{"http://cs:8080/a", "http://cs:8081/a", false},
+		{"http://cs:8080/a", "https://cs:8080/a", false},
+		{"http://cs:8080/a", "http://evil:8080/a", false},
+		{"http://cs/a", "http://cs.evil/a", false},
+		{"http://cs/a", "http://user@evil/a", false},
+	}
+	for _, tc := range tests {
+		a, _ := url.Parse(tc.a)
+		b, _ := url.Parse(tc.b)
+		if got := sameOrigin(a, b); got != tc.want {
+			t.Errorf("sameOrigin(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func TestValidLastEventID(t *testing.T) {
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"", true}, {"42", true}, {"a b\tc", true}, {"\xff", true}, {strings.Repeat("x", MaxLastEventIDBytes), true},
+		{strings.Repeat("x", MaxLastEventIDBytes+1), false}, {"a\rb", false}, {"a\nb", false}, {"a\x00b", false},
+	}
+	for _, tc := range tests {
+		if got := ValidLastEventID(tc.id); got != tc.want {
+			t.Errorf("ValidLastEventID(%q) = %v, want %v", tc.id, got, tc.want)
 		}
 	}
 }
@@ -374,20 +410,27 @@ func TestConnectClassifies(t *testing.T) {
 		ctype   string
 		ok      bool
 		ended   bool
-		want    Error // Status, Upstream and a part of Reason
+		code    string // ErrorHeader the upstream sends
+		hold    bool   // the upstream writes a little and keeps the body open
+		want    Error  // Status, Code, Upstream and a part of Reason
 		counted string
 	}{
 		{name: "event stream", status: 200, ctype: "text/event-stream", ok: true},
 		{name: "event stream with charset", status: 200, ctype: "text/event-stream; charset=utf-8", ok: true},
-		{name: "204 ends the stream", status: 204, ended: true, want: Error{Status: 204, Upstream: 204, Reason: "204 No Content"}, counted: "204"},
-		{name: "404 mirrored", status: 404, want: Error{Status: 404, Upstream: 404, Reason: "upstream answered 404 Not Found"}, counted: "404"},
-		{name: "401 mirrored", status: 401, want: Error{Status: 401, Upstream: 401, Reason: "401 Unauthorized"}, counted: "401"},
-		{name: "503 mirrored", status: 503, want: Error{Status: 503, Upstream: 503, Reason: "503 Service Unavailable"}, counted: "503"},
-		{name: "501 mirrored", status: 501, want: Error{Status: 501, Upstream: 501, Reason: "501 Not Implemented"}, counted: "501"},
-		{name: "304 is a bad gateway", status: 304, want: Error{Status: 502, Upstream: 304, Reason: "304 Not Modified"}, counted: "304"},
-		{name: "202 is a bad gateway", status: 202, want: Error{Status: 502, Upstream: 202, Reason: "202 Accepted"}, counted: "202"},
-		{name: "wrong content type", status: 200, ctype: "text/html", want: Error{Status: 502, Upstream: 200, Reason: `Content-Type "text/html"`}, counted: "content_type"},
-		{name: "no content type", status: 200, ctype: "-", want: Error{Status: 502, Upstream: 200, Reason: "not text/event-stream"}, counted: "content_type"},
+		{name: "204 ends the stream", status: 204, ended: true, want: Error{Status: 204, Code: CodeStreamEnded, Upstream: 204, Reason: "204 No Content"}, counted: "204"},
+		{name: "404 mirrored", status: 404, want: Error{Status: 404, Code: CodeUpstreamStatus, Upstream: 404, Reason: "upstream answered 404 Not Found"}, counted: "404"},
+		{name: "401 mirrored", status: 401, want: Error{Status: 401, Code: CodeUpstreamStatus, Upstream: 401, Reason: "401 Unauthorized"}, counted: "401"},
+		{name: "503 mirrored", status: 503, want: Error{Status: 503, Code: CodeUpstreamStatus, Upstream: 503, Reason: "503 Service Unavailable"}, counted: "503"},
+		{name: "a parent's own refusal keeps its code", status: 503, code: "shutting_down", want: Error{Status: 503, Code: "shutting_down", Upstream: 503, Reason: "503 Service Unavailable"}, counted: "503"},
+		{name: "an unreadable code is not taken", status: 500, code: "Oops!", want: Error{Status: 500, Code: CodeUpstreamStatus, Upstream: 500, Reason: "500 Internal Server Error"}, counted: "500"},
+		{name: "500 held open", status: 500, ctype: "text/event-stream", hold: true, want: Error{Status: 500, Code: CodeUpstreamStatus, Upstream: 500, Reason: "500"}, counted: "500"},
+		{name: "200 text/plain held open", status: 200, ctype: "text/plain", hold: true, want: Error{Status: 502, Code: CodeUpstreamContentType, Upstream: 200, Reason: "text/plain"}, counted: "content_type"},
+		{name: "200 without content type held open", status: 200, ctype: "-", hold: true, want: Error{Status: 502, Code: CodeUpstreamContentType, Upstream: 200, Reason: "not text/event-stream"}, counted: "content_type"},
+		{name: "501 mirrored", status: 501, want: Error{Status: 501, Code: CodeUpstreamStatus, Upstream: 501, Reason: "501 Not Implemented"}, counted: "501"},
+		{name: "304 is a bad gateway", status: 304, want: Error{Status: 502, Code: CodeUpstreamStatus, Upstream: 304, Reason: "304 Not Modified"}, counted: "304"},
+		{name: "202 is a bad gateway", status: 202, want: Error{Status: 502, Code: CodeUpstreamStatus, Upstream: 202, Reason: "202 Accepted"}, counted: "202"},
+		{name: "wrong content type", status: 200, ctype: "text/html", want: Error{Status: 502, Code: CodeUpstreamContentType, Upstream: 200, Reason: `Content-Type "text/html"`}, counted: "content_type"},
+		{name: "no content type", status: 200, ctype: "-", want: Error{Status: 502, Code: CodeUpstreamContentType, Upstream: 200, Reason: "not text/event-stream"}, counted: "content_type"},
 	}
 	r := newTestRelay(t, testConfig())
 	for _, tc := range tests {
@@ -400,9 +443,18 @@ func TestConnectClassifies(t *testing.T) {
 				default:
 					w.Header().Set("Content-Type", tc.ctype)
 				}
+				if tc.code != "" {
+					w.Header().Set(ErrorHeader, tc.code)
+				}
 				w.WriteHeader(tc.status)
 				if tc.status == 200 {
 					_, _ = io.WriteString(w, "data: x\n\n")
+				}
+				if tc.hold {
+					// A refused answer whose body never ends must not
+					// block the connect.
+					_ = http.NewResponseController(w).Flush()
+					<-req.Context().Done()
 				}
 			}))
 			defer srv.Close()
@@ -423,8 +475,8 @@ func TestConnectClassifies(t *testing.T) {
 					resp.Body.Close()
 					t.Fatalf("connect returned a response for a refusal")
 				}
-				if refusal == nil || refusal.Status != tc.want.Status || refusal.Upstream != tc.want.Upstream || !strings.Contains(refusal.Reason, tc.want.Reason) {
-					t.Fatalf("refusal = %+v, want status %d upstream %d reason containing %q", refusal, tc.want.Status, tc.want.Upstream, tc.want.Reason)
+				if refusal == nil || refusal.Status != tc.want.Status || refusal.Code != tc.want.Code || refusal.Upstream != tc.want.Upstream || !strings.Contains(refusal.Reason, tc.want.Reason) {
+					t.Fatalf("refusal = %+v, want status %d code %s upstream %d reason containing %q", refusal, tc.want.Status, tc.want.Code, tc.want.Upstream, tc.want.Reason)
 				}
 				if ended != tc.ended {
 					t.Fatalf("ended = %v, want %v", ended, tc.ended)

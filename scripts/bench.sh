@@ -31,8 +31,19 @@ NODE_ADDR=127.0.0.1:8080
 STREAM_PATH=/bench
 DEPTH=${DEPTH:-1}
 [[ $DEPTH =~ ^[1-9][0-9]?$ ]] || { echo "DEPTH must be 1-99, got $DEPTH" >&2; exit 2; }
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ssemesh-bench.XXXXXX")
+cat >"$LOGDIR/bench.yaml" <<YAML
+limits:
+  per_ip: {connections: 0}
+mesh:
+  secret: $(head -c 32 /dev/urandom | base64)
+YAML
+
 # The node under test; kept in one place because its flags may still change.
-NODE_CMD=(./bin/ssemesh run --listen "$NODE_ADDR" --admin 127.0.0.1:9080 --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
+# Its configuration file (written below) lifts the per-address connection
+# limit, since the load generator is thousands of clients on a few
+# addresses, and gives a chain its mesh secret.
+NODE_CMD=(./bin/ssemesh run --config "$LOGDIR/bench.yaml" --listen "$NODE_ADDR" --admin 127.0.0.1:9080 --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
 if ((DEPTH > 1)); then
 	# The leaf is the last node of the chain: tier DEPTH-1, seeded with the
 	# root's gossip address.
@@ -54,7 +65,6 @@ echo "building ./bin/ssemesh and ./bin/ssemesh-bench" >&2
 go build -o bin/ssemesh ./cmd/ssemesh
 go build -o bin/ssemesh-bench ./cmd/ssemesh-bench
 
-LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ssemesh-bench.XXXXXX")
 PIDS=()
 cleanup() {
 	local pid
@@ -101,7 +111,7 @@ wait_port "$BACKEND_ADDR" backend "$!"
 # gossip 7947+t.
 for ((t = 0; t < DEPTH - 1; t++)); do
 	addr=127.0.0.1:$((8081 + t))
-	./bin/ssemesh run --node-id "hop-$t" --tier "$t" --listen "$addr" --admin "127.0.0.1:$((9081 + t))" \
+	./bin/ssemesh run --config "$LOGDIR/bench.yaml" --node-id "hop-$t" --tier "$t" --listen "$addr" --admin "127.0.0.1:$((9081 + t))" \
 		--gossip "127.0.0.1:$((7947 + t))" --seed 127.0.0.1:7947 \
 		--backend "bench=http://$BACKEND_ADDR$STREAM_PATH" >"$LOGDIR/hop-$t.log" 2>&1 &
 	PIDS+=($!)

@@ -95,10 +95,18 @@ func (c *adminClient) get(ctx context.Context, path string, query url.Values, al
 	}
 	reason := strings.TrimSpace(string(body))
 	var e struct {
-		Error string `json:"error"`
+		Code    string `json:"error"`
+		Message string `json:"message"`
 	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		reason = e.Error
+	if json.Unmarshal(body, &e) == nil {
+		switch {
+		case e.Message != "" && e.Code != "":
+			reason = e.Code + ": " + e.Message
+		case e.Message != "":
+			reason = e.Message
+		case e.Code != "":
+			reason = e.Code
+		}
 	}
 	if len(reason) > 300 {
 		reason = reason[:300] + "..."

@@ -19,6 +19,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/ssemesh/ssemesh/internal/demo"
 	"github.com/ssemesh/ssemesh/node"
 )
@@ -177,6 +179,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cfg.Backends = append(cfg.Backends, spec)
 	}
+	node.ApplySecretEnv(&cfg, os.LookupEnv)
 	// Key errors first: a misspelt key is the likelier cause of a file that
 	// seems to configure no back end.
 	if err := cfg.Validate(); err != nil {
@@ -189,11 +192,45 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "configuration ok: %d back end(s) configured, mesh %v\n", len(cfg.Backends), cfg.Mesh.Enabled())
 		return nil
 	}
-	n, err := node.New(cfg, nil)
+	log, err := node.NewLogger(cfg.Log, stderr)
 	if err != nil {
 		return err
 	}
+	n, err := node.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	stopHUP := ignoreHangup(ctx, log)
+	defer stopHUP()
 	return n.Run(ctx)
+}
+
+// ignoreHangup keeps SIGHUP, which a supervisor or a closed terminal
+// sends, from killing the node and its clients: it is logged and ignored.
+// The returned function stops the watch.
+func ignoreHangup(ctx context.Context, log logrus.FieldLogger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-hup:
+				log.Warn("SIGHUP received: this version cannot reload its configuration; the signal is ignored and the node keeps running unchanged (restart it to apply a new configuration)")
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-stopped
+	}
 }
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -208,5 +245,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
+	log, err := node.NewLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	stopHUP := ignoreHangup(ctx, log)
+	defer stopHUP()
 	return demo.Run(ctx, cfg, stdout)
 }

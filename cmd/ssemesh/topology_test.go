@@ -45,7 +45,7 @@ func testNode(t *testing.T, paths ...string) *node.Node {
 	cfg.Listen, cfg.Admin.Listen, cfg.Admin.Token = "127.0.0.1:0", "127.0.0.1:0", testToken
 	cfg.NodeID = "cli-node-1"
 	cfg.Drain = node.Duration(200 * time.Millisecond)
-	cfg.Backends = []node.BackendSpec{{Name: "feeds", URI: "http://" + ln.Addr().String() + "/feed", Mount: "/feeds", Prefix: true}}
+	cfg.Backends = []node.BackendSpec{{Name: "feeds", URI: "http://" + ln.Addr().String() + "/feed/", Mount: "/feeds", Prefix: true, QueryParams: []string{"lang"}}}
 	n, err := node.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)

@@ -139,6 +139,10 @@ backends:
     dc: dc1
 YAML
 
+	# The nodes prove membership to each other with one secret; a fresh
+	# one per run unless the caller exported one.
+	export SSEMESH_MESH_SECRET="${SSEMESH_MESH_SECRET:-$(head -c 32 /dev/urandom | base64)}"
+
 	# Nodes: the first node of each data centre is the others' gossip seed.
 	local id tier seed1="" seed2="" seed consul_http
 	for i in "${!nodes[@]}"; do

@@ -5,6 +5,8 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -89,6 +91,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			_ = nodes[i].Shutdown(sctx)
 		}
 	}
+	// The nodes prove membership to each other with a secret of this run.
+	secret, err := randomSecret()
+	if err != nil {
+		stopBackend()
+		return err
+	}
 	var seeds []string
 	for _, l := range layout {
 		ncfg := node.DefaultConfig()
@@ -105,6 +113,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		ncfg.Mesh.Gossip.Seeds = seeds
 		ncfg.Mesh.Gossip.Fast = true
 		ncfg.Mesh.Handoff = node.Duration(3 * time.Second)
+		ncfg.Mesh.Secret = secret
 		ncfg.Backends = []node.BackendSpec{{Name: "changelog", URI: "http://" + bln.Addr().String() + ChangelogPath, DC: "dc1"}}
 		n, err := node.New(ncfg, log)
 		if err == nil {
@@ -146,6 +155,14 @@ Ctrl-C stops.
 	stopNodes()
 	stopBackend()
 	return nil
+}
+
+func randomSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("demo: mesh secret: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
 }
 
 // errWriter lets the logger share the demo's output.

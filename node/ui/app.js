@@ -66,7 +66,7 @@
       if (!resp.ok) {
         return resp.text().then(function (body) {
           var reason = body;
-          try { reason = JSON.parse(body).error || body; } catch (e) { /* not JSON */ }
+          try { const j = JSON.parse(body); reason = j.message ? j.message + ' (' + j.error + ')' : (j.error || body); } catch (e) { /* not JSON */ }
           throw new Error('HTTP ' + resp.status + ': ' + reason);
         });
       }
