@@ -173,7 +173,7 @@ func TestEndStatesThroughAChain(t *testing.T) {
 	cases := append(endStateCases(),
 		endStateCase{"unreachable", nil, false}, // the upstream of /single and /chain is closed for this one
 	)
-	up := &endStateUpstream{cases: cases, gates: map[string]chan struct{}{}}
+	up := &endStateUpstream{cases: cases}
 	up.cases[len(cases)-1].answer = func(w http.ResponseWriter, _ *http.Request) {
 		// A connection the upstream drops without an answer, every time.
 		hj, _, _ := http.NewResponseController(w).Hijack()

@@ -61,6 +61,39 @@ func eventStream(w http.ResponseWriter, r *http.Request) {
 	<-r.Context().Done()
 }
 
+// dialResult is a stream opened off the test goroutine, or why not.
+type dialResult struct {
+	c   *sseClient
+	err error
+}
+
+// dialLater opens a stream in the background: for requests that wait while
+// a stream connects.
+func dialLater(url string, h http.Header) <-chan dialResult {
+	ch := make(chan dialResult, 1)
+	go func() {
+		c, resp, err := dialStatus(url, h)
+		if err == nil && c == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			err = fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		}
+		ch <- dialResult{c, err}
+	}()
+	return ch
+}
+
+// eventStreamAfter answers eventStream once gate is closed: the stream's
+// first connect stays pending until the test lets it go on.
+func eventStreamAfter(gate chan struct{}, w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-gate:
+	case <-r.Context().Done():
+		return
+	}
+	eventStream(w, r)
+}
+
 // status GETs url and returns the status, the error code and the body.
 func status(t *testing.T, url string, h http.Header) (int, string, string) {
 	t.Helper()
@@ -278,43 +311,21 @@ func TestHostileLastEventIDFailsNoOne(t *testing.T) {
 		mu.Lock()
 		sent = append(sent, r.Header.Get("Last-Event-ID"))
 		mu.Unlock()
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-			return
-		}
-		eventStream(w, r)
+		eventStreamAfter(gate, w, r)
 	}))
 	n := startNode(t, testConfig(BackendSpec{Name: "h", URI: "http://" + up + "/h"}))
 	url := "http://" + n.Addr() + "/h"
 	long := http.Header{"Last-Event-ID": {strings.Repeat("9", relay.MaxLastEventIDBytes+1)}}
 
-	type result struct {
-		c   *sseClient
-		err error
-	}
-	open := func(u string, h http.Header) chan result {
-		ch := make(chan result, 1)
-		go func() {
-			c, resp, err := dialStatus(u, h)
-			if err == nil && c == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				err = fmt.Errorf("status %d: %s", resp.StatusCode, body)
-			}
-			ch <- result{c, err}
-		}()
-		return ch
-	}
 	// The first client opens the stream with an id no header can carry;
 	// two more join while it connects.
-	first := open(url+"?lastEventId=a%0d%0aX-Evil:%201", nil)
+	first := dialLater(url+"?lastEventId=a%0d%0aX-Evil:%201", nil)
 	waitFor(t, "stream connecting", 5*time.Second, func() bool { return n.waiting.Load() == 1 })
-	second := open(url, nil)
-	third := open(url+"?lastEventId=n%00ul", long)
+	second := dialLater(url, nil)
+	third := dialLater(url+"?lastEventId=n%00ul", long)
 	waitFor(t, "all three waiting", 5*time.Second, func() bool { return n.waiting.Load() == 3 })
 	close(gate)
-	for i, ch := range []chan result{first, second, third} {
+	for i, ch := range []<-chan dialResult{first, second, third} {
 		r := <-ch
 		if r.err != nil {
 			t.Fatalf("client %d: %v", i+1, r.err)
@@ -343,32 +354,20 @@ func TestRefusedIDIsOnlyItsClientsGap(t *testing.T) {
 			http.Error(w, "no such id", http.StatusBadRequest)
 			return
 		}
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-			return
-		}
-		eventStream(w, r)
+		eventStreamAfter(gate, w, r)
 	}))
 	n := startNode(t, testConfig(BackendSpec{Name: "h", URI: "http://" + up + "/h"}))
 	url := "http://" + n.Addr() + "/h"
-	firstC := make(chan *sseClient, 1)
-	go func() {
-		c, _, _ := dialStatus(url, http.Header{"Last-Event-ID": {"bogus"}})
-		firstC <- c
-	}()
+	firstC := dialLater(url, http.Header{"Last-Event-ID": {"bogus"}})
 	waitFor(t, "stream connecting", 5*time.Second, func() bool { return n.waiting.Load() == 1 })
-	secondC := make(chan *sseClient, 1)
-	go func() {
-		c, _, _ := dialStatus(url, nil)
-		secondC <- c
-	}()
+	secondC := dialLater(url, nil)
 	waitFor(t, "second waiting", 5*time.Second, func() bool { return n.waiting.Load() == 2 })
 	close(gate)
-	first, second := <-firstC, <-secondC
-	if first == nil || second == nil {
-		t.Fatalf("a subscriber was refused: first %v second %v", first != nil, second != nil)
+	r1, r2 := <-firstC, <-secondC
+	if r1.err != nil || r2.err != nil {
+		t.Fatalf("a subscriber was refused: first %v, second %v", r1.err, r2.err)
 	}
+	first, second := r1.c, r2.c
 	defer first.Close()
 	defer second.Close()
 	if ev := second.next(t, 5*time.Second); ev.Data != "hello" {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -114,19 +113,7 @@ func fetchOutcome(url string) (outcome, error) {
 // each opens its own upstream request.
 type endStateUpstream struct {
 	cases []endStateCase
-	mu    sync.Mutex
-	gates map[string]chan struct{}
-}
-
-func (u *endStateUpstream) gate(key string) chan struct{} {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	g, ok := u.gates[key]
-	if !ok {
-		g = make(chan struct{})
-		u.gates[key] = g
-	}
-	return g
+	gates gates
 }
 
 func (u *endStateUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +126,7 @@ func (u *endStateUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if entry != "d" {
 		select {
-		case <-u.gate(r.URL.Path):
+		case <-u.gates.get(r.URL.Path):
 		case <-r.Context().Done():
 			return
 		}
@@ -175,7 +162,7 @@ func playEndStates(t *testing.T, up *endStateUpstream, upAddr string, entries ma
 			start()
 			waitFor(t, name+": second client waiting on "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 2 })
 			opened := time.Now()
-			close(up.gate(fmt.Sprintf("/%s/%d", name, i)))
+			up.gates.open(fmt.Sprintf("/%s/%d", name, i))
 			var both []outcome
 			for len(both) < 2 {
 				select {
@@ -225,7 +212,7 @@ func compareWithDirect(t *testing.T, up *endStateUpstream, upAddr string, got ma
 }
 
 func TestEndStates(t *testing.T) {
-	up := &endStateUpstream{cases: endStateCases(), gates: map[string]chan struct{}{}}
+	up := &endStateUpstream{cases: endStateCases()}
 	upAddr := serve(t, up)
 	cfg := testConfig(BackendSpec{Name: "single", URI: "http://" + upAddr + "/single/", Mount: "/single", Prefix: true})
 	one := 1

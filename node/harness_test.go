@@ -51,6 +51,29 @@ func serve(t testing.TB, h http.Handler) string {
 	return ln.Addr().String()
 }
 
+// gates holds one channel per key, made on first use: an upstream handler
+// waits on its key's channel, and the test closes it to let it go on.
+type gates struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+func (g *gates) get(key string) chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[string]chan struct{}{}
+	}
+	c, ok := g.m[key]
+	if !ok {
+		c = make(chan struct{})
+		g.m[key] = c
+	}
+	return c
+}
+
+func (g *gates) open(key string) { close(g.get(key)) }
+
 // startBackend runs a synthetic back end that emits only on Publish.
 func startBackend(t testing.TB, cfg backend.Config) (*backend.Backend, string) {
 	t.Helper()

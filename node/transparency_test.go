@@ -274,26 +274,15 @@ type scriptUpstream struct {
 	mu      sync.Mutex
 	conns   map[string]int
 	lastIDs map[string][]string // Last-Event-ID header per connection, "<none>" when absent
-	gates   map[string]chan struct{}
+	gates   gates
 }
 
 func newScriptUpstream(cases []transparencyCase) *scriptUpstream {
-	return &scriptUpstream{cases: cases, conns: map[string]int{}, lastIDs: map[string][]string{}, gates: map[string]chan struct{}{}}
-}
-
-func (u *scriptUpstream) gate(path string) chan struct{} {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	g, ok := u.gates[path]
-	if !ok {
-		g = make(chan struct{})
-		u.gates[path] = g
-	}
-	return g
+	return &scriptUpstream{cases: cases, conns: map[string]int{}, lastIDs: map[string][]string{}}
 }
 
 // open lets the first connection of path write its script.
-func (u *scriptUpstream) open(path string) { close(u.gate(path)) }
+func (u *scriptUpstream) open(path string) { u.gates.open(path) }
 
 func (u *scriptUpstream) connections(path string) int {
 	u.mu.Lock()
@@ -341,7 +330,7 @@ func (u *scriptUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if conn == 0 {
 		select {
-		case <-u.gate(r.URL.Path):
+		case <-u.gates.get(r.URL.Path):
 		case <-r.Context().Done():
 			return
 		}
