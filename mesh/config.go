@@ -125,6 +125,8 @@ type Config struct {
 	Tier int
 	// ClientAddr and AdminAddr are advertised host:port of the listeners.
 	ClientAddr, AdminAddr string
+	// AdminTLS says the admin listener speaks HTTPS, for Consul's check.
+	AdminTLS bool
 	// Capacity is the client count the node accepts; 0 means unlimited.
 	Capacity int
 

@@ -446,7 +446,8 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 		Check: &api.AgentServiceCheck{
 			CheckID:                        checkID(m.cfg.NodeID),
 			Name:                           "ssemesh readyz",
-			HTTP:                           "http://" + m.cfg.AdminAddr + "/readyz",
+			HTTP:                           m.adminScheme() + "://" + m.cfg.AdminAddr + "/readyz",
+			TLSSkipVerify:                  m.cfg.AdminTLS, // the check reads a status, not a secret
 			Interval:                       cc.CheckInterval.String(),
 			Timeout:                        min(cc.CheckInterval, 5*time.Second).String(),
 			DeregisterCriticalServiceAfter: cc.DeregisterAfter.String(),
@@ -480,6 +481,14 @@ func sameRegistration(svc *api.AgentService, reg *api.AgentServiceRegistration) 
 
 // checkID names this node's health check in Consul.
 func checkID(nodeID string) string { return "ssemesh-readyz-" + nodeID }
+
+// adminScheme is how Consul reaches the admin listener's /readyz.
+func (m *Mesh) adminScheme() string {
+	if m.cfg.AdminTLS {
+		return "https"
+	}
+	return "http"
+}
 
 func isNotFound(err error) bool {
 	var se api.StatusError

@@ -36,8 +36,46 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// ExposeMounts lists the mounts in the body of a 404; off by default,
 	// since the list tells a stranger what the node fronts.
-	ExposeMounts bool           `yaml:"expose_mounts"`
-	Extra        map[string]any `yaml:",inline"` // rejected by Validate with the key's name
+	ExposeMounts bool `yaml:"expose_mounts"`
+	// TLS serves the client listener over HTTPS (HTTP/1.1 and HTTP/2);
+	// absent, it is plain HTTP.
+	TLS   *TLSFiles      `yaml:"tls"`
+	Extra map[string]any `yaml:",inline"` // rejected by Validate with the key's name
+}
+
+// TLSFiles is a certificate and its key, PEM files re-read when they
+// change.
+type TLSFiles struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// AdminTLS is the admin listener's certificate, and optionally the CA its
+// clients must present a certificate from.
+type AdminTLS struct {
+	TLSFiles `yaml:",inline"`
+	ClientCA string `yaml:"client_ca"`
+}
+
+// MeshTLS makes node-to-node requests HTTPS: CA checks the other nodes'
+// certificates; Cert and Key, when set, are this node's client certificate,
+// which proves its membership to parents and peers (mutual TLS).
+type MeshTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// UpstreamTLS is how a node checks an HTTPS back end and proves itself to
+// it.
+type UpstreamTLS struct {
+	CA         string `yaml:"ca"`          // default: the system's roots
+	ServerName string `yaml:"server_name"` // default: the uri's host
+	Cert       string `yaml:"cert"`        // client certificate, optional
+	Key        string `yaml:"key"`
+	// InsecureSkipVerify accepts any certificate: anyone on the path can
+	// then read the stream and the node's credentials. Logged at start.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // AdminConfig is the operator's listener.
@@ -53,6 +91,8 @@ type AdminConfig struct {
 	// address other than loopback. Anyone who reaches it then reads the
 	// topology and every stream.
 	InsecureNoToken bool `yaml:"insecure_no_token"`
+	// TLS serves the admin listener over HTTPS.
+	TLS *AdminTLS `yaml:"tls"`
 	// AllowedHosts are extra names accepted in the Host header (DNS names
 	// peers or operators use for this node's admin listener).
 	AllowedHosts []string `yaml:"allowed_hosts"`
@@ -141,6 +181,9 @@ type BackendSpec struct {
 	// this node's mesh credentials and ancestry, so it can refuse a loop
 	// and count this node as a child. A plain back end gets neither.
 	Chained bool `yaml:"chained"`
+	// TLS sets how an https back end is checked (its CA, the name it
+	// answers to) and the node's client certificate for it.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Credentials are the node's own login upstream (HTTP Basic).
@@ -175,6 +218,10 @@ type MeshConfig struct {
 	// accepted but never used to sign, for rotating it.
 	Secret        string   `yaml:"secret"`
 	AcceptSecrets []string `yaml:"accept_secrets"`
+	// TLS makes node-to-node requests HTTPS, and with a client
+	// certificate, mutual TLS proves membership instead of (or beside)
+	// the secret.
+	TLS *MeshTLS `yaml:"tls"`
 }
 
 // Enabled reports whether the node joins a mesh at all.

@@ -1,15 +1,19 @@
 package node
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ssemesh/ssemesh/internal/iplimit"
 	"github.com/ssemesh/ssemesh/internal/meshauth"
@@ -61,6 +65,9 @@ func (c *Config) Validate() error {
 		return &ConfigError{Key: "drain", Reason: "must not be negative"}
 	}
 	if err := c.checkCORS(); err != nil {
+		return err
+	}
+	if err := c.checkTLS(); err != nil {
 		return err
 	}
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
@@ -254,6 +261,19 @@ func (c *Config) checkBackend(i int, names map[string]bool, mounts map[string]st
 	if b.Chained && c.Mesh.Secret == "" {
 		return &ConfigError{Key: key + ".chained", Reason: "needs mesh.secret: a chained node proves itself to the next with it"}
 	}
+	if t := b.TLS; t != nil {
+		if u, err := url.Parse(b.URI); b.URI != "" && err == nil && u.Scheme != "https" {
+			return &ConfigError{Key: key + ".tls", Reason: "the uri is not https"}
+		}
+		if t.CA != "" {
+			if err := checkCAFile(key+".tls.ca", t.CA); err != nil {
+				return err
+			}
+		}
+		if err := checkPairFiles(key+".tls", t.Cert, t.Key, true); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -275,11 +295,15 @@ func (c *Config) checkSecrets() error {
 	if len(m.AcceptSecrets) > 0 && m.Secret == "" {
 		return &ConfigError{Key: "mesh.accept_secrets", Reason: "only valid with mesh.secret (accepted secrets only verify; the secret signs)"}
 	}
-	if m.Enabled() && m.Secret == "" {
-		return &ConfigError{Key: "mesh.secret", Reason: "required in a mesh: nodes prove membership to each other with it (generate one with: openssl rand -base64 32; every node of the mesh uses the same)"}
+	if m.Enabled() && m.Secret == "" && !m.mutualTLS() {
+		return &ConfigError{Key: "mesh.secret", Reason: "required in a mesh without mesh.tls.cert: nodes prove membership to each other with it (generate one with: openssl rand -base64 32; every node of the mesh uses the same)"}
 	}
 	return nil
 }
+
+// mutualTLS reports whether nodes prove membership with client
+// certificates.
+func (m MeshConfig) mutualTLS() bool { return m.TLS != nil && m.TLS.Cert != "" }
 
 // checkConsulAddress accepts what the Consul client does: host:port, or an
 // http, https or unix URL.
@@ -386,4 +410,83 @@ func validHeaderValue(v string) bool {
 		}
 	}
 	return true
+}
+
+// checkTLS loads every listener and mesh TLS file once, so that a bad file
+// stops the check rather than the first handshake.
+func (c *Config) checkTLS() error {
+	if c.TLS != nil {
+		if err := checkPairFiles("tls", c.TLS.Cert, c.TLS.Key, false); err != nil {
+			return err
+		}
+	}
+	if t := c.Admin.TLS; t != nil {
+		if c.Admin.Listen == "" {
+			return &ConfigError{Key: "admin.tls", Reason: "set without admin.listen"}
+		}
+		if err := checkPairFiles("admin.tls", t.Cert, t.Key, false); err != nil {
+			return err
+		}
+		if t.ClientCA != "" {
+			if err := checkCAFile("admin.tls.client_ca", t.ClientCA); err != nil {
+				return err
+			}
+		}
+	}
+	if t := c.Mesh.TLS; t != nil {
+		if t.CA == "" {
+			return &ConfigError{Key: "mesh.tls.ca", Reason: "required: it checks the other nodes' certificates"}
+		}
+		if err := checkCAFile("mesh.tls.ca", t.CA); err != nil {
+			return err
+		}
+		if err := checkPairFiles("mesh.tls", t.Cert, t.Key, true); err != nil {
+			return err
+		}
+		// Children and peers reach this node over HTTPS.
+		if c.TLS == nil {
+			return &ConfigError{Key: "tls", Reason: "required with mesh.tls: child nodes ask this node for streams over HTTPS"}
+		}
+		if c.Admin.Listen != "" && c.Admin.TLS == nil {
+			return &ConfigError{Key: "admin.tls", Reason: "required with mesh.tls: peers ask this node's admin listener for the topology over HTTPS"}
+		}
+	}
+	return nil
+}
+
+// checkPairFiles checks a certificate and key pair under key (key.cert and
+// key.key name the files). optional allows both to be empty.
+func checkPairFiles(key, certFile, keyFile string, optional bool) error {
+	switch {
+	case certFile == "" && keyFile == "" && optional:
+		return nil
+	case certFile == "":
+		return &ConfigError{Key: key + ".cert", Reason: "required with " + key + ".key"}
+	case keyFile == "":
+		return &ConfigError{Key: key + ".key", Reason: "required with " + key + ".cert"}
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return &ConfigError{Key: key + ".cert", Reason: fmt.Sprintf("%s and %s: %v", certFile, keyFile, err)}
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return &ConfigError{Key: key + ".cert", Reason: fmt.Sprintf("%s: %v", certFile, err)}
+	}
+	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return &ConfigError{Key: key + ".cert", Reason: fmt.Sprintf("%s is valid from %s to %s, not now", certFile, leaf.NotBefore.Format(time.RFC3339), leaf.NotAfter.Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// checkCAFile checks that file holds at least one PEM certificate.
+func checkCAFile(key, file string) error {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return &ConfigError{Key: key, Reason: err.Error()}
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(raw) {
+		return &ConfigError{Key: key, Reason: fmt.Sprintf("%s holds no PEM certificate", file)}
+	}
+	return nil
 }

@@ -87,6 +87,7 @@ func (c *Config) meshConfig(nodeID, clientAddr, adminAddr string) mesh.Config {
 		Tier:       mc.Tier,
 		ClientAddr: clientAddr,
 		AdminAddr:  adminAddr,
+		AdminTLS:   c.Admin.TLS != nil,
 		Capacity:   c.Limits.MaxClients,
 		Gossip: mesh.GossipConfig{
 			Bind:            mc.Gossip.Bind,
@@ -424,6 +425,7 @@ func (n *Node) Kill() {
 	n.stopOnce.Do(func() {
 		n.ready.Store(false)
 		close(n.stop)
+		n.stopTLS()
 		if n.mesh != nil {
 			_ = n.mesh.Abandon()
 		}

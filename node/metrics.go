@@ -62,7 +62,7 @@ type nodeCollector struct {
 	clientsTotal, refused, eventsIn, deliveries      *prometheus.Desc
 	latency, disconnects, slowPath, upstreamConnects *prometheus.Desc
 	upstreamErrors, reparents, gaps, catchUps        *prometheus.Desc
-	catchUpRefused, ignoredIDs                       *prometheus.Desc
+	catchUpRefused, ignoredIDs, streamRequests       *prometheus.Desc
 	members, consulErrors, gossipRefused             *prometheus.Desc
 }
 
@@ -91,6 +91,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 		catchUps:         d("catchup_fetches_total", "Upstream requests for history older than the buffer, made for resuming subscribers."),
 		catchUpRefused:   d("catchup_refused_total", "History fetches not made because a budget was spent (scope: stream, node or client); the subscriber got a gap event.", "scope"),
 		ignoredIDs:       d("last_event_ids_ignored_total", "Last-Event-IDs from clients ignored for CR, LF or NUL, or for being over 1 KiB."),
+		streamRequests:   d("stream_requests_total", "Requests on the client listener for mounted paths, by protocol (http/1.1 or h2).", "protocol"),
 		members:          d("mesh_members", "Gossip members by state.", "state"),
 		consulErrors:     d("consul_request_errors_total", "Failed Consul requests."),
 		gossipRefused:    d("gossip_refusals_total", "Gossip alive messages refused: the member's advertised client or admin address is not on its gossip address, or its metadata is unreadable."),
@@ -103,7 +104,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
-		c.catchUpRefused, c.ignoredIDs, c.members, c.consulErrors, c.gossipRefused,
+		c.catchUpRefused, c.ignoredIDs, c.streamRequests, c.members, c.consulErrors, c.gossipRefused,
 	} {
 		ch <- d
 	}
@@ -153,6 +154,8 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	counter(c.catchUps, s.CatchUps)
 	byLabel(c.catchUpRefused, s.CatchUpRefused)
 	counter(c.ignoredIDs, n.ignoredIDs.Load())
+	counter(c.streamRequests, n.h1Requests.Load(), "http/1.1")
+	counter(c.streamRequests, n.h2Requests.Load(), "h2")
 
 	if ms == nil {
 		return

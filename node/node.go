@@ -4,6 +4,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,9 +54,15 @@ type Node struct {
 	// X-Forwarded-For names the client.
 	perIP   *iplimit.Limiter
 	trusted []netip.Prefix
+	// tls holds the certificates of the listeners, the mesh and the back
+	// ends, re-read when their files change; stopTLS ends the watch.
+	tls     *tlsState
+	stopTLS context.CancelFunc
 	// logs keeps floods of refusals from flooding the log.
 	logs       *ratelog.Logger
 	ignoredIDs atomic.Uint64 // Last-Event-IDs from clients that could not be used
+	// h1Requests and h2Requests count stream requests by protocol.
+	h1Requests, h2Requests atomic.Uint64
 	// peerClient asks other nodes' admin APIs for the topology report.
 	peerClient *http.Client
 
@@ -100,6 +107,11 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		r.Close()
 		return nil, err
 	}
+	tlsSt, err := newTLSState(cfg, log)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
 	n := &Node{
 		cfg:     cfg,
 		log:     log.WithField("component", "node"),
@@ -109,6 +121,8 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		stop:    make(chan struct{}),
 		perIP:   iplimit.New(cfg.Limits.PerIP.limiterConfig()),
 		trusted: trusted,
+		tls:     tlsSt,
+		stopTLS: func() {},
 		logs:    ratelog.New(10 * time.Second),
 		peerClient: &http.Client{
 			Transport: &http.Transport{
@@ -119,6 +133,9 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 			// followed with this node's proof.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
+	}
+	if tlsSt.meshCA != nil {
+		n.peerClient.Transport.(*http.Transport).DialTLSContext = tlsSt.dialPeer
 	}
 	if cfg.Mesh.Secret != "" {
 		n.signer = meshauth.NewSigner(cfg.NodeID, cfg.Mesh.Secret)
@@ -217,7 +234,10 @@ func (n *Node) Start() error {
 		ErrorLog: newStdLogger(n.log.WithField("component", "http")),
 	}
 	n.started = time.Now()
-	n.serve(n.srv, ln, "clients")
+	// Over TLS, the relay writes sealed records to hijacked HTTP/1.1
+	// subscribers without blocking (relay.Listener); HTTP/2 clients are
+	// served through their response writers.
+	n.serve(n.srv, relay.Listener(ln), n.tls.client, "clients")
 	if n.adminLn != nil {
 		n.adminSrv = &http.Server{
 			Handler:           n.adminRouter(),
@@ -225,8 +245,9 @@ func (n *Node) Start() error {
 			IdleTimeout:       60 * time.Second,
 			ErrorLog:          newStdLogger(n.log.WithField("component", "admin")),
 		}
-		n.serve(n.adminSrv, n.adminLn, "admin")
+		n.serve(n.adminSrv, n.adminLn, n.tls.admin, "admin")
 	}
+
 	if n.cfg.Mesh.Enabled() {
 		if err := n.startMesh(); err != nil {
 			_ = n.srv.Close()
@@ -238,6 +259,14 @@ func (n *Node) Start() error {
 			return err
 		}
 	}
+	// TLS files are watched from here on; shutdown stops the watch.
+	tctx, tcancel := context.WithCancel(context.Background())
+	n.stopTLS = tcancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.tls.run(tctx)
+	}()
 	n.ready.Store(true)
 	if host, _, _ := net.SplitHostPort(n.cfg.Admin.Listen); n.adminLn != nil && n.cfg.Admin.Token == "" && !isLoopbackHost(host) {
 		n.log.WithField("admin", n.AdminAddr()).Warn("admin.insecure_no_token is set: the admin listener is reachable from other hosts without a token; anyone who reaches it reads the topology and every stream")
@@ -246,15 +275,28 @@ func (n *Node) Start() error {
 	return nil
 }
 
-func (n *Node) serve(srv *http.Server, ln net.Listener, name string) {
+// serve runs srv on ln, over TLS with tc (HTTP/2 and HTTP/1.1) when tc is
+// set.
+func (n *Node) serve(srv *http.Server, ln net.Listener, tc *tls.Config, name string) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if tc != nil {
+			srv.TLSConfig = tc
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.WithError(err).WithField("listener", name).Error("listener failed")
 		}
 	}()
 }
+
+// ReloadTLS re-reads every TLS file at once (SIGHUP). A file that fails is
+// kept as it was, and the error says which.
+func (n *Node) ReloadTLS() error { return n.tls.reload() }
 
 // Shutdown drains the node: readiness goes 503, new clients are refused,
 // existing ones are closed spread over the drain period with a retry hint,
@@ -264,6 +306,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		n.ready.Store(false)
 		close(n.stop)
+		n.stopTLS()
 		if n.mesh != nil {
 			n.leaveMesh(ctx)
 		}

@@ -30,6 +30,19 @@ var errNoSecret = errors.New("this node has no mesh.secret to check mesh credent
 // forger), and a silent downgrade to client would hide the
 // misconfiguration.
 func (n *Node) authenticate(r *http.Request) (*peerRequest, error) {
+	if id, ok := n.tls.meshPeer(r); ok {
+		// Mutual TLS: the certificate proves which node sent the request,
+		// for the whole connection.
+		ids := parseVia(strings.Join(r.Header.Values(ViaHeader), ","))
+		if len(ids) == 0 || ids[len(ids)-1] != id {
+			last := ""
+			if len(ids) > 0 {
+				last = ids[len(ids)-1]
+			}
+			return nil, errPeerName(id, last)
+		}
+		return &peerRequest{node: id, via: ids}, nil
+	}
 	proof := r.Header.Get(meshauth.Header)
 	if proof == "" {
 		return nil, nil
@@ -74,13 +87,19 @@ func parseVia(v string) []string {
 func (n *Node) signStream(req *http.Request, ancestry []string) {
 	via := strings.Join(append(append([]string(nil), ancestry...), n.cfg.NodeID), ",")
 	req.Header.Set(ViaHeader, via)
-	req.Header.Set(meshauth.Header, n.signer.Sign(meshauth.PurposeStream, requestTarget(req), via))
+	if n.signer != nil {
+		// With mutual TLS alone, the client certificate is the proof.
+		req.Header.Set(meshauth.Header, n.signer.Sign(meshauth.PurposeStream, requestTarget(req), via))
+	}
 }
 
 // peerAdmin reports whether an admin request proves mesh membership: how
 // peers gather the topology report without the admin token, which never
 // leaves the node.
 func (n *Node) peerAdmin(r *http.Request) bool {
+	if _, ok := n.tls.meshPeer(r); ok {
+		return true
+	}
 	proof := r.Header.Get(meshauth.Header)
 	if proof == "" || n.verifier == nil {
 		return false

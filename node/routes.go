@@ -91,7 +91,7 @@ func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 	}
 	rt.parent = c.Parent.ID
 	rt.mu.Unlock()
-	u, err := parentURL("http", c.Parent.ClientAddr, rt.key)
+	u, err := parentURL(n.tls.scheme(), c.Parent.ClientAddr, rt.key)
 	if err != nil {
 		return relay.Target{}, fmt.Errorf("parent %s: %w", c.Parent.ID, err)
 	}
@@ -102,6 +102,7 @@ func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 		Fallback: true,
 		Hide:     hideFromParent,
 		Prepare:  rt.sign,
+		TLS:      n.tls.meshFor(c.Parent.ClientAddr),
 	}, nil
 }
 
@@ -146,7 +147,7 @@ func (rt *route) backendTarget(m *mount) (relay.Target, error) {
 	if err != nil {
 		return relay.Target{}, err
 	}
-	t := relay.Target{URL: u.String(), Header: m.header, Label: redactURL(u)}
+	t := relay.Target{URL: u.String(), Header: m.header, Label: redactURL(u), TLS: rt.n.tls.upstream[m.spec.Name]}
 	if len(m.instances) > 1 {
 		t.Fallback, t.Hide = true, hideFromInstance
 	}

@@ -72,6 +72,11 @@ func (m *mount) upstreamURL(i int, path, query string) (*url.URL, error) {
 }
 
 func (n *Node) handleStream(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		n.h2Requests.Add(1)
+	} else {
+		n.h1Requests.Add(1)
+	}
 	n.cors(w, r)
 	if r.Method == http.MethodOptions {
 		w.WriteHeader(http.StatusNoContent)

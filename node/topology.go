@@ -174,7 +174,7 @@ func (n *Node) fetchJSON(ctx context.Context, addr, path string, v any) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.tls.scheme()+"://"+addr+path, nil)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,8 @@ type client struct {
 	done   func() // Request.Done, called once at finish
 
 	conn net.Conn        // hijacked connection; nil when served through rw
-	raw  syscall.RawConn // conn's descriptor, for non-blocking writes
+	raw  syscall.RawConn // the socket's descriptor, for non-blocking writes
+	tlsw *tlsSink        // conn is TLS: writes are sealed, then sent through raw
 	rw   *rwSink         // non-hijackable responses (HTTP/2, wrapped writers)
 
 	next    uint64 // seq of the next ring entry this client needs
@@ -50,8 +51,26 @@ type rwSink struct {
 
 var errClientGone = errors.New("client gone")
 
-// tryWrite writes as much of b as the socket takes right now, never waiting.
+// tryWrite writes as much of b as the socket takes right now, never
+// waiting, and returns how much of b the client took. A TLS client takes all
+// of b (sealed into records) and may owe some of those records to its
+// socket: see owes.
 func (c *client) tryWrite(b []byte) (int, error) {
+	if c.tlsw != nil {
+		if err := c.tlsw.seal(b); err != nil {
+			return 0, err
+		}
+		return len(b), c.tlsw.flush(c.rawWrite)
+	}
+	return c.rawWrite(b)
+}
+
+// owes reports bytes the client took that are not on its socket yet (TLS
+// records the socket did not accept): it needs the slow path.
+func (c *client) owes() bool { return c.tlsw != nil && c.tlsw.owed() }
+
+// rawWrite writes as much of b to the socket as it takes right now.
+func (c *client) rawWrite(b []byte) (int, error) {
 	var n int
 	var werr error
 	err := c.raw.Write(func(fd uintptr) bool {
@@ -92,6 +111,17 @@ func (c *client) writeBlocking(bufs [][]byte) error {
 			}
 		}
 		return c.rw.rc.Flush()
+	}
+	if c.tlsw != nil {
+		for _, b := range bufs {
+			if len(b) == 0 {
+				continue
+			}
+			if err := c.tlsw.seal(b); err != nil {
+				return err
+			}
+		}
+		return c.tlsw.flushBlocking(time.Now().Add(timeout))
 	}
 	if err := c.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
@@ -207,7 +237,7 @@ func (c *client) catchUp() {
 	}
 	var bufs [][]byte
 	for {
-		if len(c.pending) > 0 {
+		if len(c.pending) > 0 || c.owes() {
 			if err := c.writeBlocking([][]byte{c.pending}); err != nil {
 				c.finish(reasonFor(err))
 				return

@@ -225,7 +225,7 @@ func (c *client) offer(b *batch) int {
 	}
 	delivered := int(b.last - c.next + 1)
 	c.next = b.last + 1
-	if n < len(data) {
+	if n < len(data) || c.owes() {
 		c.demote(data[n:])
 	}
 	return delivered
@@ -241,7 +241,7 @@ func (c *client) offerBytes(p []byte) {
 		c.finish(ReasonWriteError)
 		return
 	}
-	if n < len(p) {
+	if n < len(p) || c.owes() {
 		c.demote(p[n:])
 	}
 }

@@ -14,6 +14,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -51,6 +52,10 @@ type Target struct {
 	// before it is sent, retries included: credentials that expire are
 	// made afresh for every attempt.
 	Prepare func(*http.Request)
+	// TLS, when set, is how an https upstream is checked and how this
+	// node proves itself to it. Targets that share a *tls.Config share
+	// one connection pool; nil uses the system's roots.
+	TLS *tls.Config
 }
 
 // Attempt is the outcome of a failed connection, handed to the next call of
@@ -71,8 +76,11 @@ type TargetFunc func(prev *Attempt) (Target, error)
 type Relay struct {
 	cfg     Config
 	log     logrus.FieldLogger
-	http    *retryablehttp.Client
+	http    *retryablehttp.Client // for targets without their own TLS settings
 	metrics *Metrics
+
+	clientsMu  sync.Mutex
+	tlsClients map[*tls.Config]*retryablehttp.Client
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -116,7 +124,8 @@ func New(cfg Config, log logrus.FieldLogger) (*Relay, error) {
 		jobs:    make(chan func()),
 		logs:    ratelog.New(10 * time.Second),
 	}
-	r.http = newUpstreamClient(cfg, log)
+	r.http = newUpstreamClient(cfg, log, nil)
+	r.tlsClients = make(map[*tls.Config]*retryablehttp.Client)
 	r.workers = runtime.GOMAXPROCS(0)
 	for i := 0; i < r.workers; i++ {
 		r.wg.Add(1)
@@ -266,6 +275,26 @@ func (r *Relay) Close() {
 	r.cancel()
 	r.wg.Wait()
 	r.http.HTTPClient.CloseIdleConnections()
+	r.clientsMu.Lock()
+	for _, c := range r.tlsClients {
+		c.HTTPClient.CloseIdleConnections()
+	}
+	r.clientsMu.Unlock()
+}
+
+// clientFor is the HTTP client for a target's TLS settings.
+func (r *Relay) clientFor(tc *tls.Config) *retryablehttp.Client {
+	if tc == nil {
+		return r.http
+	}
+	r.clientsMu.Lock()
+	defer r.clientsMu.Unlock()
+	c := r.tlsClients[tc]
+	if c == nil {
+		c = newUpstreamClient(r.cfg, r.log, tc)
+		r.tlsClients[tc] = c
+	}
+	return c
 }
 
 // Error is a refusal that happens before a subscriber's response starts; the

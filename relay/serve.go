@@ -138,7 +138,13 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 			return nil
 		}
 		c.conn = conn
-		if sc, ok := conn.(syscall.Conn); ok {
+		if ts := newTLSSink(conn); ts != nil {
+			// TLS over a socket the relay may write without blocking
+			// (Listener): sealed records go out like plain text.
+			if raw, err := ts.rawConn(); err == nil {
+				c.tlsw, c.raw = ts, raw
+			}
+		} else if sc, ok := conn.(syscall.Conn); ok {
 			if raw, err := sc.SyscallConn(); err == nil {
 				c.raw = raw
 			}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,8 +26,9 @@ import (
 // timeout (a stream never ends by itself), a bound on waiting for response
 // headers, retries only for transport errors, 429 and 5xx, and redirects
 // followed only within the upstream's own origin.
-func newUpstreamClient(cfg Config, log logrus.FieldLogger) *retryablehttp.Client {
+func newUpstreamClient(cfg Config, log logrus.FieldLogger, tc *tls.Config) *retryablehttp.Client {
 	tr := &http.Transport{
+		TLSClientConfig:       tc,
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		ResponseHeaderTimeout: cfg.ConnectTimeout,
@@ -227,7 +229,7 @@ func (s *stream) connect(ctx context.Context, t Target, lastID string, hasLastID
 		t.Prepare(req.Request)
 	}
 	req = req.WithContext(rctx)
-	resp, err := s.r.http.Do(req)
+	resp, err := s.r.clientFor(t.TLS).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, &Error{Status: http.StatusServiceUnavailable, Code: CodeStreamClosing, Reason: "cancelled"}, false

@@ -352,7 +352,7 @@ func TestUpstreamClientRetries(t *testing.T) {
 			defer srv.Close()
 			cfg := testConfig()
 			cfg.ConnectRetries = tc.retries
-			c := newUpstreamClient(cfg, testLogger(t))
+			c := newUpstreamClient(cfg, testLogger(t), nil)
 			defer c.HTTPClient.CloseIdleConnections()
 			resp, err := c.Get(srv.URL)
 			if err != nil {
@@ -392,7 +392,7 @@ func TestUpstreamClientRetriesTransportErrors(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.ConnectRetries = 2
-	c := newUpstreamClient(cfg, testLogger(t))
+	c := newUpstreamClient(cfg, testLogger(t), nil)
 	resp, err := c.Get("http://" + ln.Addr().String() + "/")
 	if err == nil {
 		drainClose(resp)

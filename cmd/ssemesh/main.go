@@ -200,15 +200,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	stopHUP := ignoreHangup(ctx, log)
+	stopHUP := onHangup(ctx, log, n.ReloadTLS)
 	defer stopHUP()
 	return n.Run(ctx)
 }
 
-// ignoreHangup keeps SIGHUP, which a supervisor or a closed terminal
-// sends, from killing the node and its clients: it is logged and ignored.
-// The returned function stops the watch.
-func ignoreHangup(ctx context.Context, log logrus.FieldLogger) func() {
+// onHangup turns SIGHUP, which a supervisor sends to reload and a closed
+// terminal sends too, into reload: it never stops the node. The returned
+// function stops the watch.
+func onHangup(ctx context.Context, log logrus.FieldLogger, reload func() error) func() {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -218,7 +218,11 @@ func ignoreHangup(ctx context.Context, log logrus.FieldLogger) func() {
 		for {
 			select {
 			case <-hup:
-				log.Warn("SIGHUP received: this version cannot reload its configuration; the signal is ignored and the node keeps running unchanged (restart it to apply a new configuration)")
+				if err := reload(); err != nil {
+					log.WithError(err).Warn("SIGHUP received: reload refused; the node keeps running as it was")
+				} else {
+					log.Info("SIGHUP received: reloaded")
+				}
 			case <-ctx.Done():
 				return
 			case <-done:
@@ -249,7 +253,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	stopHUP := ignoreHangup(ctx, log)
+	stopHUP := onHangup(ctx, log, func() error { return nil })
 	defer stopHUP()
 	return demo.Run(ctx, cfg, stdout)
 }

@@ -1,0 +1,187 @@
+package relay
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssemesh/ssemesh/internal/sse"
+)
+
+// startTLSFront is startFront over TLS, with the listener wrapped by
+// Listener as a node does: hijacked HTTP/1.1 subscribers are written with
+// non-blocking writes of sealed records. It returns the URL and a client
+// that trusts the server, speaking HTTP/1.1 only.
+func startTLSFront(t *testing.T, r *Relay, b *feedBackend) (string, *http.Client) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if err := r.Serve(w, req, Request{Key: req.URL.Path, Target: b.target(req.URL.Path)}); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		}
+	}))
+	srv.Listener = Listener(srv.Listener)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	return srv.URL, &http.Client{Transport: tr}
+}
+
+func TestTLSSubscribersUseTheFastPath(t *testing.T) {
+	b := newFeedBackend(t, nil)
+	r := newTestRelay(t, testConfig())
+	url, hc := startTLSFront(t, r, b)
+	const subs = 20
+	conns := make([]*sseConn, subs)
+	for i := range conns {
+		req, _ := http.NewRequest(http.MethodGet, url+"/s", nil)
+		resp, err := hc.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("subscriber %d: %v %v", i, err, resp)
+		}
+		if resp.TLS == nil || resp.ProtoMajor != 1 {
+			t.Fatalf("subscriber %d is not HTTP/1.1 over TLS", i)
+		}
+		conns[i] = readSSE(t, resp)
+	}
+	waitClients(t, r, subs)
+	for id := 1; id <= 50; id++ {
+		b.publish(id)
+	}
+	for _, c := range conns {
+		for id := 1; id <= 50; id++ {
+			c.expectIDs(t, id)
+		}
+	}
+	// Every subscriber is on the fast path: the dispatcher writes sealed
+	// records, and no subscriber holds a goroutine of its own.
+	r.mu.Lock()
+	s := r.streams["/s"]
+	r.mu.Unlock()
+	s.mu.Lock()
+	tlsClients := 0
+	for c := range s.all {
+		if c.tlsw != nil && c.raw != nil {
+			tlsClients++
+		}
+	}
+	slow := len(s.slow)
+	s.mu.Unlock()
+	if tlsClients != subs || slow != 0 {
+		t.Fatalf("%d of %d subscribers write through sealed records, %d on the slow path", tlsClients, subs, slow)
+	}
+}
+
+func TestTLSSubscriberWithAFullSocketCatchesUp(t *testing.T) {
+	// A subscriber that stops reading fills its socket: records it owes
+	// wait, in order, and reach it when it reads again; the others are
+	// not held up.
+	cfg := testConfig()
+	cfg.ClientLagBytes = 64 << 20
+	cfg.WriteTimeout = 30 * time.Second
+	b := newFeedBackend(t, nil)
+	r := newTestRelay(t, cfg)
+	url, hc := startTLSFront(t, r, b)
+
+	resp, err := hc.Get(url + "/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := readSSE(t, resp)
+	host := strings.TrimPrefix(url, "https://")
+	raw, err := tls.Dial("tcp", host, hc.Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	fmt.Fprintf(raw, "GET /s HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+	br := bufio.NewReaderSize(raw, 1<<10)
+	stalled, err := http.ReadResponse(br, nil)
+	if err != nil || stalled.StatusCode != http.StatusOK {
+		t.Fatalf("stalled subscriber: %v %v", err, stalled)
+	}
+	waitClients(t, r, 2)
+	// Enough data to fill the stalled socket many times over.
+	const events = 400
+	big := strings.Repeat("x", 16<<10)
+	for id := 1; id <= events; id++ {
+		b.publishRaw(fmt.Sprintf("id: %d\ndata: %s\n\n", id, big))
+	}
+	for id := 1; id <= events; id++ {
+		if ev := fast.next(t); ev.ID != fmt.Sprint(id) {
+			t.Fatalf("fast subscriber got id %s, want %d", ev.ID, id)
+		}
+	}
+	if r.Metrics().SlowPath.Load() == 0 {
+		t.Fatal("the stalled subscriber never left the fast path: the test proves nothing")
+	}
+	rd := sse.NewReader(stalled.Body, 1<<20)
+	for id := 1; id <= events; id++ {
+		ev, err := rd.Next()
+		if err != nil {
+			t.Fatalf("stalled subscriber, event %d: %v", id, err)
+		}
+		if ev.ID != fmt.Sprint(id) || ev.Data != big {
+			t.Fatalf("stalled subscriber got id %s (%d bytes), want %d", ev.ID, len(ev.Data), id)
+		}
+	}
+}
+
+// readSSE reads an open stream's blocks in the background.
+func readSSE(t *testing.T, resp *http.Response) *sseConn {
+	t.Helper()
+	c := &sseConn{resp: resp, events: make(chan sse.Event, 1024), done: make(chan struct{})}
+	go func() {
+		defer close(c.events)
+		rd := sse.NewReader(resp.Body, 1<<20)
+		for {
+			ev, err := rd.Next()
+			if err != nil {
+				c.err = err
+				return
+			}
+			select {
+			case c.events <- ev:
+			case <-c.done:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(c.done)
+		resp.Body.Close()
+		for range c.events {
+		}
+	})
+	return c
+}
+
+func waitClients(t *testing.T, r *Relay, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Clients() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscribers attached, want %d", r.Clients(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// publishRaw sends one raw block to every live connection.
+func (b *feedBackend) publishRaw(block string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.history = append(b.history, block)
+	for _, ch := range b.live {
+		ch <- block
+	}
+}
+
+var _ net.Listener = Listener(nil)
