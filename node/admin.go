@@ -20,6 +20,7 @@ func (n *Node) adminRouter() http.Handler {
 	api := r.PathPrefix("/v1").Subrouter()
 	api.Use(n.requireToken)
 	api.HandleFunc("/streams", n.streamsReport).Methods(http.MethodGet)
+	api.HandleFunc("/auth", n.authHandler).Methods(http.MethodGet)
 	api.HandleFunc(strings.TrimPrefix(gatherPath, "/v1"), n.gatherHandler).Methods(http.MethodGet)
 	n.operatorRoutes(r, api)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -33,7 +34,19 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "clients": n.relay.Clients(), "streams": n.relay.Streams()})
+	body := map[string]any{"status": "ready", "clients": n.relay.Clients(), "streams": n.relay.Streams()}
+	// An auth server that is down refuses clients (fail closed) but does
+	// not make the node unready: another node would refuse them too.
+	var down []map[string]string
+	for _, a := range n.authReports() {
+		if !a.Healthy {
+			down = append(down, map[string]string{"backend": a.Backend, "detail": a.Detail})
+		}
+	}
+	if len(down) > 0 {
+		body["auth_unavailable"] = down
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // requireToken guards operator endpoints with the configured bearer token.

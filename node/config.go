@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -39,8 +40,11 @@ type Config struct {
 	ExposeMounts bool `yaml:"expose_mounts"`
 	// TLS serves the client listener over HTTPS (HTTP/1.1 and HTTP/2);
 	// absent, it is plain HTTP.
-	TLS   *TLSFiles      `yaml:"tls"`
-	Extra map[string]any `yaml:",inline"` // rejected by Validate with the key's name
+	TLS *TLSFiles `yaml:"tls"`
+	// Auth decides who may read a stream, for every back end without an
+	// auth of its own; absent, anyone who reaches a mount may.
+	Auth  *clientauth.Config `yaml:"auth"`
+	Extra map[string]any     `yaml:",inline"` // rejected by Validate with the key's name
 }
 
 // TLSFiles is a certificate and its key, PEM files re-read when they
@@ -184,6 +188,9 @@ type BackendSpec struct {
 	// TLS sets how an https back end is checked (its CA, the name it
 	// answers to) and the node's client certificate for it.
 	TLS *UpstreamTLS `yaml:"tls"`
+	// Auth decides who may read this back end's streams, in place of the
+	// top-level auth.
+	Auth *clientauth.Config `yaml:"auth"`
 }
 
 // Credentials are the node's own login upstream (HTTP Basic).

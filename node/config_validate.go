@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/internal/iplimit"
 	"github.com/ssemesh/ssemesh/internal/meshauth"
 )
@@ -69,6 +70,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.checkTLS(); err != nil {
 		return err
+	}
+	if c.Auth != nil {
+		if err := checkAuth("auth", *c.Auth); err != nil {
+			return err
+		}
 	}
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
 		return err
@@ -251,6 +257,8 @@ func (c *Config) checkBackend(i int, names map[string]bool, mounts map[string]st
 			return &ConfigError{Key: qk, Reason: "must not be empty"}
 		case q == lastEventIDParam:
 			return &ConfigError{Key: qk, Reason: "lastEventId is the browser's resume point, which the node consumes; it is never part of a stream"}
+		case q == clientauth.QueryParam:
+			return &ConfigError{Key: qk, Reason: "access_token carries a client's credentials: it never reaches a back end"}
 		case configured[q]:
 			return &ConfigError{Key: qk, Reason: fmt.Sprintf("%q is set in uri: configured parameters cannot be chosen by clients", q)}
 		case seen[q]:
@@ -260,6 +268,11 @@ func (c *Config) checkBackend(i int, names map[string]bool, mounts map[string]st
 	}
 	if b.Chained && c.Mesh.Secret == "" {
 		return &ConfigError{Key: key + ".chained", Reason: "needs mesh.secret: a chained node proves itself to the next with it"}
+	}
+	if b.Auth != nil {
+		if err := checkAuth(key+".auth", *b.Auth); err != nil {
+			return err
+		}
 	}
 	if t := b.TLS; t != nil {
 		if u, err := url.Parse(b.URI); b.URI != "" && err == nil && u.Scheme != "https" {
@@ -487,6 +500,18 @@ func checkCAFile(key, file string) error {
 	}
 	if !x509.NewCertPool().AppendCertsFromPEM(raw) {
 		return &ConfigError{Key: key, Reason: fmt.Sprintf("%s holds no PEM certificate", file)}
+	}
+	return nil
+}
+
+// checkAuth validates an auth block under key.
+func checkAuth(key string, a clientauth.Config) error {
+	if err := a.Validate(); err != nil {
+		sub, reason, ok := strings.Cut(err.Error(), ": ")
+		if !ok {
+			return &ConfigError{Key: key, Reason: err.Error()}
+		}
+		return &ConfigError{Key: key + "." + sub, Reason: reason}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -20,7 +21,10 @@ func checkScalarTypes(doc *yaml.Node) error {
 	return checkNode(doc.Content[0], reflect.TypeOf(Config{}), "")
 }
 
-var durationType = reflect.TypeOf(Duration(0))
+var (
+	durationType   = reflect.TypeOf(Duration(0))
+	goDurationType = reflect.TypeOf(time.Duration(0))
+)
 
 func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 	for t.Kind() == reflect.Pointer {
@@ -32,8 +36,8 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil
 	}
-	if t == durationType {
-		return nil // Duration.UnmarshalYAML checks its own values
+	if t == durationType || t == goDurationType {
+		return nil // Duration.UnmarshalYAML and the decoder check durations
 	}
 	switch t.Kind() {
 	case reflect.Struct:

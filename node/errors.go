@@ -66,6 +66,8 @@ type httpError struct {
 	Mounts     []any  `json:"mounts,omitempty"`
 	// detail explains the refusal to the operator (log); never sent.
 	detail string
+	// header is sent with the refusal (an auth server's WWW-Authenticate).
+	header http.Header
 }
 
 func (e *httpError) Error() string {
@@ -112,6 +114,9 @@ func (n *Node) renderError(w http.ResponseWriter, r *http.Request, err error) {
 		"path": quoteForError(r.URL.EscapedPath()), "client": r.RemoteAddr,
 	}), logrus.InfoLevel, "request refused")
 	h := w.Header()
+	for k, vs := range he.header {
+		h[k] = vs
+	}
 	if he.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(he.RetryAfter))
 	}

@@ -434,6 +434,7 @@ func (n *Node) Kill() {
 			_ = n.adminSrv.Close()
 		}
 		n.relay.Close()
+		n.auth.close()
 		n.wg.Wait()
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -64,6 +65,8 @@ type nodeCollector struct {
 	upstreamErrors, reparents, gaps, catchUps        *prometheus.Desc
 	catchUpRefused, ignoredIDs, streamRequests       *prometheus.Desc
 	members, consulErrors, gossipRefused             *prometheus.Desc
+	authAllowed, authRefused, authLatency            *prometheus.Desc
+	authRequests, authCacheHits                      *prometheus.Desc
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
@@ -94,6 +97,11 @@ func newNodeCollector(n *Node) *nodeCollector {
 		streamRequests:   d("stream_requests_total", "Requests on the client listener for mounted paths, by protocol (http/1.1 or h2).", "protocol"),
 		members:          d("mesh_members", "Gossip members by state.", "state"),
 		consulErrors:     d("consul_request_errors_total", "Failed Consul requests."),
+		authAllowed:      d("auth_allowed_total", "Clients admitted by a back end's auth (backend \"default\" is the top-level auth).", "backend"),
+		authRefused:      d("auth_refused_total", "Clients refused by a back end's auth, by reason.", "backend", "reason"),
+		authLatency:      d("auth_latency_seconds", "Time to decide whether a client may read a stream.", "backend"),
+		authRequests:     d("auth_requests_total", "Requests made to an auth server (delegate), after caching and merging.", "backend"),
+		authCacheHits:    d("auth_cache_hits_total", "Auth verdicts answered from the cache (delegate).", "backend"),
 		gossipRefused:    d("gossip_refusals_total", "Gossip alive messages refused: the member's advertised client or admin address is not on its gossip address, or its metadata is unreadable."),
 	}
 }
@@ -105,6 +113,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
 		c.catchUpRefused, c.ignoredIDs, c.streamRequests, c.members, c.consulErrors, c.gossipRefused,
+		c.authAllowed, c.authRefused, c.authLatency, c.authRequests, c.authCacheHits,
 	} {
 		ch <- d
 	}
@@ -156,6 +165,16 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	counter(c.ignoredIDs, n.ignoredIDs.Load())
 	counter(c.streamRequests, n.h1Requests.Load(), "http/1.1")
 	counter(c.streamRequests, n.h2Requests.Load(), "h2")
+	n.auth.each(func(label string, au *clientauth.Auth) {
+		st := au.Stats()
+		counter(c.authAllowed, st.Allowed, label)
+		for _, reason := range clientauth.Reasons() {
+			counter(c.authRefused, st.Refused[reason], label, reason)
+		}
+		counter(c.authRequests, st.AuthRequests, label)
+		counter(c.authCacheHits, st.CacheHits, label)
+		ch <- prometheus.MustNewConstHistogram(c.authLatency, st.Latency.Count, st.Latency.Sum, st.Latency.Cumulative(), label)
+	})
 
 	if ms == nil {
 		return

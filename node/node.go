@@ -54,6 +54,8 @@ type Node struct {
 	// X-Forwarded-For names the client.
 	perIP   *iplimit.Limiter
 	trusted []netip.Prefix
+	// auth decides who may read which stream.
+	auth *authorizers
 	// tls holds the certificates of the listeners, the mesh and the back
 	// ends, re-read when their files change; stopTLS ends the watch.
 	tls     *tlsState
@@ -112,6 +114,11 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		r.Close()
 		return nil, err
 	}
+	auths, err := newAuthorizers(cfg, log)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
 	n := &Node{
 		cfg:     cfg,
 		log:     log.WithField("component", "node"),
@@ -123,6 +130,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		trusted: trusted,
 		tls:     tlsSt,
 		stopTLS: func() {},
+		auth:    auths,
 		logs:    ratelog.New(10 * time.Second),
 		peerClient: &http.Client{
 			Transport: &http.Transport{
@@ -148,6 +156,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		}
 		m, err := newMount(b)
 		if err != nil {
+			auths.close()
 			r.Close()
 			return nil, err
 		}
@@ -256,6 +265,7 @@ func (n *Node) Start() error {
 			}
 			n.wg.Wait()
 			n.relay.Close()
+			n.auth.close()
 			return err
 		}
 	}
@@ -320,6 +330,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}()
 		n.relay.Drain(ctx, n.cfg.Drain.D())
 		n.relay.Close()
+		n.auth.close()
 		select {
 		case <-stopped:
 		case <-ctx.Done():

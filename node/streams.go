@@ -157,6 +157,13 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
 			req.Done()
 		}
 	}()
+	if peer == nil {
+		exp, err := n.authorize(r, m, path, client)
+		if err != nil {
+			return err
+		}
+		req.Expires = exp
+	}
 
 	// Admission: waiting subscribers count too, so a flood cannot overshoot
 	// the limit while its streams connect.

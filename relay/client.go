@@ -39,6 +39,12 @@ type client struct {
 	killed    atomic.Value  // string: why the client was aborted by someone else
 	gone      atomic.Bool
 	closeOnce sync.Once
+
+	// expiry fires at Request.Expires; expired tells the client's owner
+	// (the dispatcher or its catch-up goroutine) to close it with a retry
+	// hint.
+	expiry  *time.Timer
+	expired atomic.Bool
 }
 
 // rwSink writes through an http.ResponseWriter when the connection cannot
@@ -146,6 +152,24 @@ func (c *client) kill(reason string) {
 	c.abort()
 }
 
+// expire marks the client's credentials as run out and wakes its owner.
+func (c *client) expire() {
+	c.expired.Store(true)
+	s := c.s
+	s.expiring.Store(true)
+	s.mu.Lock()
+	s.wakeLocked()
+	s.mu.Unlock()
+	s.kickDispatcher()
+}
+
+// closeExpired closes an expired client, with a retry hint so it comes back
+// (with fresh credentials) soon. The caller owns the client.
+func (c *client) closeExpired(write func([]byte)) {
+	write(retryHint(c.s.r.cfg.DrainRetry))
+	c.finish(ReasonExpired)
+}
+
 // finish closes the client once, accounting for why.
 func (c *client) finish(reason string) {
 	if k, ok := c.killed.Load().(string); ok {
@@ -153,6 +177,9 @@ func (c *client) finish(reason string) {
 	}
 	c.closeOnce.Do(func() {
 		c.gone.Store(true)
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 		if c.conn != nil {
 			_ = c.conn.Close()
 		}
@@ -254,6 +281,11 @@ func (c *client) catchUp() {
 			s.mu.Unlock()
 			_ = c.writeBlocking([][]byte{retryHint(cfg.DrainRetry)})
 			c.finish("")
+			return
+		}
+		if c.expired.Load() {
+			s.mu.Unlock()
+			c.closeExpired(func(b []byte) { _ = c.writeBlocking([][]byte{b}) })
 			return
 		}
 		head := s.ring.head()

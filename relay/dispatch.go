@@ -68,6 +68,13 @@ func (s *stream) runDispatcher() {
 			}
 			return
 		}
+		if s.expiring.Swap(false) {
+			for _, c := range clients {
+				if c.expired.Load() && !c.gone.Load() {
+					c.closeExpired(c.offerBytes)
+				}
+			}
+		}
 		if b != nil {
 			s.fanout(clients, func(c *client) int { return c.offer(b) }, b.at)
 		}

@@ -13,6 +13,7 @@ const (
 	ReasonLag          = "lag"           // fell more than ClientLagBytes behind
 	ReasonBehindRing   = "behind_buffer" // the ring dropped events it had not sent yet
 	ReasonWriteError   = "write_error"   // the connection failed (usually the client left)
+	ReasonExpired      = "expired"       // its credentials expired (Request.Expires)
 )
 
 // Metrics are the relay's counters, cheap enough for the fan-out path

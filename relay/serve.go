@@ -34,6 +34,9 @@ type Request struct {
 	// with the subscriber, however that ends: refused, gone before its
 	// stream answered, or closed after streaming.
 	Done func()
+	// Expires, when set, is when the subscriber's credentials run out: it
+	// is closed then, with a retry hint, so it comes back with new ones.
+	Expires time.Time
 }
 
 // Serve attaches the subscriber to its stream and streams to it. Headers the
@@ -123,6 +126,9 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 	c.pos.Store(c.next)
 	s.all[c] = struct{}{}
 	s.slow[c] = struct{}{}
+	if !sr.Expires.IsZero() {
+		c.expiry = time.AfterFunc(time.Until(sr.Expires), c.expire)
+	}
 	s.mu.Unlock()
 	r.clients.Add(1)
 	if c.child {

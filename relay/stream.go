@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -70,6 +71,9 @@ type stream struct {
 	eventsAtLastID uint64
 	opened         time.Time
 	fetches        map[string]*fetchCall // history fetches running, by resume id
+	// expiring is set when a subscriber's credentials ran out; the
+	// dispatcher then looks for them among its subscribers.
+	expiring atomic.Bool
 }
 
 func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasLastEventID bool) *stream {

@@ -8,6 +8,17 @@
 # relays, and the leaf, each taking the stream from the one before it. This
 # measures what each hop adds; the back end still serves one connection.
 #
+# With TLS=1 the clients reach the node over HTTPS with HTTP/1.1, one TLS
+# connection each; with TLS=h2 over HTTPS with HTTP/2, as streams, 100 per
+# connection (BENCH_FLAGS="--h2-streams N" changes that). The script makes a
+# throwaway CA and a certificate for IP 127.0.0.1 (EC P-256) with openssl in
+# the log directory, checks them with openssl verify, adds
+#   tls: {cert: LOGDIR/node.crt, key: LOGDIR/node.key}
+# to the node's configuration file and gives the load generator --ca and
+# --proto. With DEPTH > 1 only the leaf, where the clients are, has TLS. The
+# report then also shows the TCP connections used; in every mode it shows
+# the node's CPU per 1,000 connects during the ramp (with TLS: handshakes).
+#
 #   CLIENTS   SSE clients on the node (default 1000)
 #   RATE      events per second from the back end (default 1)
 #   SIZE      event payload in bytes (default 200)
@@ -31,6 +42,17 @@ NODE_ADDR=127.0.0.1:8080
 STREAM_PATH=/bench
 DEPTH=${DEPTH:-1}
 [[ $DEPTH =~ ^[1-9][0-9]?$ ]] || { echo "DEPTH must be 1-99, got $DEPTH" >&2; exit 2; }
+TLS=${TLS:-}
+case $TLS in
+'') SCHEME=http PROTO= ;;
+1) SCHEME=https PROTO=http1 ;;
+h2) SCHEME=https PROTO=h2 ;;
+*) echo "TLS must be 1 (HTTPS, HTTP/1.1) or h2 (HTTPS, HTTP/2), got $TLS" >&2; exit 2 ;;
+esac
+if [[ -n $TLS ]] && ! command -v openssl >/dev/null; then
+	echo "TLS=$TLS needs openssl to make the node's certificate" >&2
+	exit 2
+fi
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/ssemesh-bench.XXXXXX")
 cat >"$LOGDIR/bench.yaml" <<YAML
 limits:
@@ -38,12 +60,51 @@ limits:
 mesh:
   secret: $(head -c 32 /dev/urandom | base64)
 YAML
+NODE_CONFIG=$LOGDIR/bench.yaml
+LOAD_FLAGS=()
+if [[ -n $TLS ]]; then
+	# A CA of this run only, and the node's certificate from it, valid for
+	# the address the clients use. The openssl configuration is written
+	# here, so that the system's cannot add or duplicate extensions. Each
+	# step logs to tls.log.
+	(
+		cd "$LOGDIR"
+		cat >ca.cnf <<-'CNF'
+			[req]
+			prompt = no
+			distinguished_name = dn
+			x509_extensions = ca
+			[dn]
+			CN = ssemesh-bench throwaway CA
+			[ca]
+			basicConstraints = critical,CA:TRUE
+			keyUsage = critical,keyCertSign,cRLSign
+			subjectKeyIdentifier = hash
+		CNF
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+		openssl req -x509 -new -config ca.cnf -key ca.key -sha256 -days 2 -out ca.crt
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out node.key
+		openssl req -new -config ca.cnf -key node.key -subj /CN=127.0.0.1 -out node.csr
+		printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature \
+			extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1 authorityKeyIdentifier=keyid >node.ext
+		openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -sha256 \
+			-extfile node.ext -out node.crt
+		openssl verify -CAfile ca.crt -verify_ip 127.0.0.1 -purpose sslserver node.crt
+	) >"$LOGDIR/tls.log" 2>&1 || { echo "making the node's certificate failed:" >&2; cat "$LOGDIR/tls.log" >&2; exit 1; }
+	# Only the node the clients reach gets the listener in TLS: the
+	# upstream hops keep bench.yaml.
+	NODE_CONFIG=$LOGDIR/node.yaml
+	cat "$LOGDIR/bench.yaml" - >"$NODE_CONFIG" <<YAML
+tls: {cert: $LOGDIR/node.crt, key: $LOGDIR/node.key}
+YAML
+	LOAD_FLAGS=(--ca "$LOGDIR/ca.crt" --proto "$PROTO")
+fi
 
 # The node under test; kept in one place because its flags may still change.
-# Its configuration file (written below) lifts the per-address connection
+# Its configuration file (written above) lifts the per-address connection
 # limit, since the load generator is thousands of clients on a few
-# addresses, and gives a chain its mesh secret.
-NODE_CMD=(./bin/ssemesh run --config "$LOGDIR/bench.yaml" --listen "$NODE_ADDR" --admin 127.0.0.1:9080 --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
+# addresses, gives a chain its mesh secret and, with TLS, the certificate.
+NODE_CMD=(./bin/ssemesh run --config "$NODE_CONFIG" --listen "$NODE_ADDR" --admin 127.0.0.1:9080 --backend "bench=http://$BACKEND_ADDR$STREAM_PATH" --max-clients $((CLIENTS * 2 + 1000)))
 if ((DEPTH > 1)); then
 	# The leaf is the last node of the chain: tier DEPTH-1, seeded with the
 	# root's gossip address.
@@ -133,10 +194,10 @@ if ((DEPTH > 1)); then
 	((n >= DEPTH)) || { echo "the leaf sees $n of $DEPTH nodes after 30 s" >&2; exit 1; }
 fi
 
-echo "load: $CLIENTS clients, $PROCS processes, sources $SOURCES, ramp $RAMP, window $DURATION; back end $RATE ev/s of $SIZE bytes" >&2
+echo "load: $CLIENTS clients${TLS:+ over HTTPS (${PROTO})}, $PROCS processes, sources $SOURCES, ramp $RAMP, window $DURATION; back end $RATE ev/s of $SIZE bytes" >&2
 # shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
-./bin/ssemesh-bench load --url "http://$NODE_ADDR$STREAM_PATH" --clients "$CLIENTS" --procs "$PROCS" \
-	--sources "$SOURCES" --ramp "$RAMP" --duration "$DURATION" --node-pid "$NODE_PID" ${BENCH_FLAGS:-} 2>>"$LOGDIR/load.log"
+./bin/ssemesh-bench load --url "$SCHEME://$NODE_ADDR$STREAM_PATH" --clients "$CLIENTS" --procs "$PROCS" \
+	--sources "$SOURCES" --ramp "$RAMP" --duration "$DURATION" --node-pid "$NODE_PID" ${LOAD_FLAGS[@]+"${LOAD_FLAGS[@]}"} ${BENCH_FLAGS:-} 2>>"$LOGDIR/load.log"
 if ((DEPTH > 1)); then
 	# The chain as the mesh reports it; the stream lingers after the load.
 	curl -s "http://127.0.0.1:9080/v1/topology?format=text" >&2 || true

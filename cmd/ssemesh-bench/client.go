@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,17 +23,36 @@ import (
 // growing a buffer without limit.
 const maxLine = 1 << 20
 
-// streamConn is one HTTP/1.1 SSE connection. It is hand-rolled on a raw TCP
-// connection, with one goroutine and two small buffers, because net/http's
-// transport costs two extra goroutines and more buffers per connection, which
-// matters at tens of thousands of clients per machine.
-type streamConn struct {
-	dialer      *net.Dialer
-	addr        string // host:port to dial
-	host        string // Host header
-	requestURI  string
-	timeout     time.Duration // connect and response-header timeout
+// sseSession is one client's way to the stream: a connection of its own
+// (streamConn) or a stream on a shared HTTP/2 connection (h2Stream).
+type sseSession interface {
+	// session connects and delivers every dispatched event's data to
+	// onEvent until the stream ends, fails or ctx ends. onConnect runs
+	// once the response headers have been accepted.
+	session(ctx context.Context, onConnect func(), onEvent func(data []byte)) error
+}
+
+// sseParser reads an event stream and remembers the resume point. It is
+// shared by both kinds of session, so that they parse and account for
+// events identically.
+type sseParser struct {
 	lastEventID string
+}
+
+// streamConn is one HTTP/1.1 SSE connection, plain or in TLS. It is
+// hand-rolled on a raw TCP connection, with one goroutine and two small
+// buffers, because net/http's transport costs two extra goroutines and more
+// buffers per connection, which matters at tens of thousands of clients per
+// machine.
+type streamConn struct {
+	sseParser
+	dialer     *net.Dialer
+	addr       string // host:port to dial
+	host       string // Host header
+	requestURI string
+	timeout    time.Duration // connect, TLS handshake and response-header timeout
+	tls        *tls.Config   // nil: plain HTTP
+	dials      *atomic.Int64 // TCP connections established, for the report
 }
 
 // statusError is a non-200 or non-SSE answer.
@@ -46,19 +68,35 @@ func (e statusError) Error() string {
 	return fmt.Sprintf("content type %q", e.ctype)
 }
 
-// session connects and delivers every dispatched event's data to onEvent
-// until the stream ends, fails or ctx ends. onConnect runs once the response
-// headers have been accepted. It keeps lastEventID up to date for the next
-// session, by WHATWG rules: an id takes effect when its event is dispatched.
+// session implements sseSession. It keeps lastEventID up to date for the
+// next session, by WHATWG rules: an id takes effect when its event is
+// dispatched.
 func (c *streamConn) session(ctx context.Context, onConnect func(), onEvent func(data []byte)) error {
-	conn, err := c.dialer.DialContext(ctx, "tcp", c.addr)
+	raw, err := c.dialer.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
-	defer conn.Close()
-	// Closing the connection is what unblocks a read when the run ends.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	if c.dials != nil {
+		c.dials.Add(1)
+	}
+	defer raw.Close()
+	// Closing the connection is what unblocks a read when the run ends. The
+	// TCP connection is closed, not the TLS one, whose Close would first
+	// try to write an alert.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
+	_ = raw.SetDeadline(time.Now().Add(c.timeout))
+	conn := raw
+	if c.tls != nil {
+		tc := tls.Client(raw, c.tls)
+		// Handshake rather than HandshakeContext: the latter starts a
+		// goroutine per handshake to watch ctx, which the AfterFunc above
+		// already does.
+		if err := tc.Handshake(); err != nil {
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		conn = tc
+	}
 
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: ssemesh-bench\r\n", c.requestURI, c.host)
@@ -66,7 +104,6 @@ func (c *streamConn) session(ctx context.Context, onConnect func(), onEvent func
 		fmt.Fprintf(&req, "Last-Event-ID: %s\r\n", c.lastEventID)
 	}
 	req.WriteString("\r\n")
-	_ = conn.SetDeadline(time.Now().Add(c.timeout))
 	if _, err := conn.Write(req.Bytes()); err != nil {
 		return fmt.Errorf("write request: %w", err)
 	}
@@ -80,7 +117,7 @@ func (c *streamConn) session(ctx context.Context, onConnect func(), onEvent func
 	if resp.StatusCode != http.StatusOK || ctype != "text/event-stream" {
 		return statusError{code: resp.StatusCode, ctype: ctype}
 	}
-	_ = conn.SetDeadline(time.Time{})
+	_ = raw.SetDeadline(time.Time{})
 	onConnect()
 	return c.read(resp.Body, onEvent)
 }
@@ -88,7 +125,7 @@ func (c *streamConn) session(ctx context.Context, onConnect func(), onEvent func
 // read parses the event stream. Lines end in LF or CRLF (a lone CR, legal
 // but unused by any known server, is not supported); event types and retry
 // are ignored.
-func (c *streamConn) read(body io.Reader, onEvent func(data []byte)) error {
+func (c *sseParser) read(body io.Reader, onEvent func(data []byte)) error {
 	rd := bufio.NewReaderSize(body, 4096)
 	var (
 		data    []byte
@@ -148,13 +185,31 @@ func (c *streamConn) read(body io.Reader, onEvent func(data []byte)) error {
 
 // classify turns a connection error into a short, countable reason.
 func classify(err error) string {
-	var se statusError
-	var ne net.Error
+	var (
+		se        statusError
+		ne        net.Error
+		notH2     notH2Error
+		unknownCA x509.UnknownAuthorityError
+		badHost   x509.HostnameError
+		badCert   *tls.CertificateVerificationError
+	)
 	switch {
 	case err == nil:
 		return "none"
 	case errors.As(err, &se):
 		return se.Error()
+	case errors.As(err, &notH2):
+		return notH2.Error()
+	case errors.Is(err, errNoH2Stream):
+		return errNoH2Stream.Error()
+	// Certificate problems are named, not truncated, since they are
+	// mistakes in the command line rather than in the node.
+	case errors.As(err, &unknownCA):
+		return "TLS: certificate signed by unknown authority (check --ca)"
+	case errors.As(err, &badHost):
+		return "TLS: certificate not valid for " + badHost.Host
+	case errors.As(err, &badCert):
+		return "TLS: certificate verification failed"
 	case errors.Is(err, io.EOF):
 		return "stream ended (EOF)"
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -173,6 +228,10 @@ func classify(err error) string {
 		return "closed by the run"
 	}
 	msg := err.Error()
+	if strings.Contains(msg, "stream error:") {
+		// An HTTP/2 RST_STREAM; its error type is not exported.
+		return "stream reset (HTTP/2)"
+	}
 	if len(msg) > 80 {
 		msg = msg[:80]
 	}

@@ -35,6 +35,10 @@ const (
 // loadConfig is a parsed and validated "load" command line.
 type loadConfig struct {
 	url            string
+	caFile         string
+	insecure       bool
+	proto          string
+	h2Streams      int
 	clients        int
 	procs          int
 	sources        []netip.Addr
@@ -54,7 +58,11 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	var c loadConfig
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.url, "url", "", "SSE URL to load (loopback only), e.g. http://127.0.0.1:8080/bench")
+	fs.StringVar(&c.url, "url", "", "SSE URL to load (loopback only), e.g. http://127.0.0.1:8080/bench or https://...")
+	fs.StringVar(&c.caFile, "ca", "", "https: PEM CA bundle to trust for the node's certificate (default: the system roots)")
+	fs.BoolVar(&c.insecure, "insecure", false, "https: do not verify the node's certificate")
+	fs.StringVar(&c.proto, "proto", protoHTTP1, "https: http1 (a TLS connection per client) or h2 (clients as HTTP/2 streams)")
+	fs.IntVar(&c.h2Streams, "h2-streams", defaultH2Streams, "h2: clients per TLS connection")
 	fs.IntVar(&c.clients, "clients", 100, "number of SSE clients")
 	fs.IntVar(&c.procs, "procs", 0, fmt.Sprintf("worker processes (0: one per %d clients)", clientsPerProc))
 	sources := fs.String("sources", "127.0.0.1", "comma-separated loopback source addresses (one per ~20,000 clients)")
@@ -78,29 +86,75 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	}
 	if c.procs == 0 {
 		c.procs = (c.clients + clientsPerProc - 1) / clientsPerProc
+		if c.proto == protoH2 && c.h2Streams > 0 {
+			// Every process needs a connection of its own.
+			c.procs = min(c.procs, c.conns())
+		}
 	}
 	if err := c.validate(); err != nil {
 		return c, usageError{err}
 	}
+	if c.caFile != "" {
+		if _, err := loadCA(c.caFile); err != nil {
+			return c, usageError{fmt.Errorf("--ca: %w", err)}
+		}
+	}
 	return c, nil
 }
+
+// block is how many consecutive clients share a connection.
+func (c loadConfig) block() int {
+	if c.proto == protoH2 {
+		return c.h2Streams
+	}
+	return 1
+}
+
+// conns is the number of connections the clients need.
+func (c loadConfig) conns() int { return (c.clients + c.block() - 1) / c.block() }
+
+// tls reports whether the target is https.
+func (c loadConfig) tls() bool { return strings.HasPrefix(c.url, "https:") }
 
 func (c loadConfig) validate() error {
 	if c.url == "" {
 		return errors.New("--url is required")
 	}
-	if _, _, err := parseTarget(c.url); err != nil {
+	u, _, err := parseTarget(c.url)
+	if err != nil {
 		return err
 	}
 	switch {
+	case c.proto != protoHTTP1 && c.proto != protoH2:
+		return fmt.Errorf("--proto %q: want %s or %s", c.proto, protoHTTP1, protoH2)
+	case u.Scheme == "http" && c.proto == protoH2:
+		return errors.New("--proto h2 needs an https:// URL (HTTP/2 without TLS is not supported)")
+	case u.Scheme == "http" && (c.caFile != "" || c.insecure):
+		return errors.New("--ca and --insecure apply to https:// URLs only")
+	case c.caFile != "" && c.insecure:
+		return errors.New("--ca and --insecure exclude each other")
+	case c.h2Streams < 1:
+		return fmt.Errorf("--h2-streams %d: need at least one", c.h2Streams)
+	}
+	// With h2 the limits of processes and addresses apply to connections,
+	// not clients.
+	unit := "clients"
+	if c.proto == protoH2 {
+		unit = "HTTP/2 connections"
+	}
+	conns := c.conns()
+	switch {
 	case c.clients < 1:
 		return fmt.Errorf("--clients %d: need at least one", c.clients)
-	case c.procs < 1 || c.procs > c.clients:
+	case c.procs < 1 || c.procs > conns:
+		if c.proto == protoH2 {
+			return fmt.Errorf("--procs %d: need between 1 and the %d HTTP/2 connections (--clients / --h2-streams)", c.procs, conns)
+		}
 		return fmt.Errorf("--procs %d: need between 1 and --clients", c.procs)
-	case (c.clients+c.procs-1)/c.procs > maxClientsPerProc:
-		return fmt.Errorf("%d clients over %d processes exceed %d per process (open-file cap): raise --procs", c.clients, c.procs, maxClientsPerProc)
-	case (c.clients+len(c.sources)-1)/len(c.sources) > maxClientsPerSource:
-		return fmt.Errorf("%d clients over %d source addresses exceed %d per address (ephemeral ports): add --sources", c.clients, len(c.sources), maxClientsPerSource)
+	case (conns+c.procs-1)/c.procs > maxClientsPerProc:
+		return fmt.Errorf("%d %s over %d processes exceed %d per process (open-file cap): raise --procs", conns, unit, c.procs, maxClientsPerProc)
+	case (conns+len(c.sources)-1)/len(c.sources) > maxClientsPerSource:
+		return fmt.Errorf("%d %s over %d source addresses exceed %d per address (ephemeral ports): add --sources", conns, unit, len(c.sources), maxClientsPerSource)
 	case c.duration <= 0:
 		return fmt.Errorf("--duration %v must be positive", c.duration)
 	case c.ramp < 0 || c.settle < 0 || c.drain < 0:
@@ -120,6 +174,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log l
 	cfg, err := parseLoadFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.insecure {
+		fmt.Fprintln(stderr, "ssemesh-bench load: warning: --insecure: the node's certificate is not verified")
 	}
 	if cfg.exe == "" && cfg.procs > 1 {
 		if cfg.exe, err = os.Executable(); err != nil {
@@ -147,9 +204,25 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log l
 
 // load runs one measurement and returns its report.
 func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.FieldLogger) (*Report, error) {
-	rep := &Report{URL: cfg.url, Clients: cfg.clients, Procs: cfg.procs}
+	rep := &Report{URL: cfg.url, TLS: cfg.tls(), Proto: cfg.proto, Clients: cfg.clients, Procs: cfg.procs}
+	if cfg.proto == protoH2 {
+		rep.H2Streams = cfg.h2Streams
+	}
 	for _, s := range cfg.sources {
 		rep.Sources = append(rep.Sources, s.String())
+	}
+	if cfg.tls() {
+		u, addr, err := parseTarget(cfg.url)
+		if err != nil {
+			return nil, err
+		}
+		conf, err := clientTLSConfig(cfg.caFile, cfg.insecure, u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		if err := checkTLS(ctx, addr, conf, cfg.proto, cfg.connectTimeout); err != nil {
+			return nil, err
+		}
 	}
 	pidStr := strconv.Itoa(cfg.nodePID)
 	var nodeBefore procSample
@@ -166,8 +239,12 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 	specs := make([]workerSpec, cfg.procs)
 	for id := range specs {
 		specs[id] = workerSpec{
-			ID: id, URL: cfg.url, First: id, Stride: cfg.procs, Total: cfg.clients, Ramp: cfg.ramp,
+			ID: id, URL: cfg.url, CAFile: cfg.caFile, Insecure: cfg.insecure, Proto: cfg.proto,
+			First: id, Stride: cfg.procs, Total: cfg.clients, Ramp: cfg.ramp,
 			ConnectTimeout: cfg.connectTimeout, MaxReconnects: cfg.maxReconnects,
+		}
+		if cfg.proto == protoH2 {
+			specs[id].Block = cfg.h2Streams
 		}
 		for _, src := range cfg.sources {
 			specs[id].Sources = append(specs[id].Sources, src.String())
@@ -218,6 +295,10 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 			sample(&selfT1, &nodeT1)
 		}
 	})
+	var connectCPU []cpuSample
+	if cfg.nodePID != 0 {
+		wg.Go(func() { connectCPU = sampleCPU(runCtx, pidStr, start, t0) })
+	}
 
 	results := make([]*workerResult, cfg.procs)
 	errs := make([]error, cfg.procs)
@@ -276,10 +357,72 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 				n.RSSPerClientKB = float64(n.RSSStartKB-n.RSSBeforeKB) / float64(rep.Connected)
 			}
 			n.CPUSecondsPerMillion = perMillion(n.CPUSeconds, rep.Delivered)
+			n.fillConnect(connectCPU, merged.LastConnect, rep.Connected-rep.LateConnects)
 			rep.Node = n
 		}
 	}
 	return rep, nil
+}
+
+// connectSampleEvery is the resolution of the end of the connect phase;
+// /proc counts CPU in 10 ms ticks anyway.
+const connectSampleEvery = 50 * time.Millisecond
+
+// cpuSample is a process's CPU seconds at a moment.
+type cpuSample struct {
+	at  time.Time
+	cpu float64
+}
+
+// sampleCPU reads the CPU of process pid from start, then every
+// connectSampleEvery until a reading at or after end: when the connect
+// phase ends is known only afterwards, from the workers' results.
+func sampleCPU(ctx context.Context, pid string, start, end time.Time) []cpuSample {
+	if !sleepUntil(ctx, start) {
+		return nil
+	}
+	tick := time.NewTicker(connectSampleEvery)
+	defer tick.Stop()
+	var out []cpuSample
+	for {
+		s, err := readProc(pid)
+		if err != nil {
+			return out
+		}
+		now := time.Now()
+		out = append(out, cpuSample{at: now, cpu: s.CPUSeconds})
+		if !now.Before(end) {
+			return out
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return out
+		}
+	}
+}
+
+// fillConnect sets the node's cost of accepting clients: its CPU from the
+// start of the ramp to the first sample after the last timely connect
+// (lastConnect, unix nanoseconds), spread over the connects. That span also
+// holds the node's idle work and its deliveries to the clients already
+// connected, the same in a plain-HTTP run of the same size: the difference
+// between a TLS run and the plain one is the cost of the handshakes.
+func (n *NodeReport) fillConnect(samples []cpuSample, lastConnect int64, connects int) {
+	if len(samples) < 2 || lastConnect == 0 || connects <= 0 {
+		return
+	}
+	end := samples[len(samples)-1]
+	for _, s := range samples[1:] {
+		if s.at.UnixNano() >= lastConnect {
+			end = s
+			break
+		}
+	}
+	n.Connects = connects
+	n.ConnectSeconds = end.at.Sub(samples[0].at).Seconds()
+	n.ConnectCPUSeconds = end.cpu - samples[0].cpu
+	n.ConnectCPUMsPer1000 = n.ConnectCPUSeconds * 1e6 / float64(connects)
 }
 
 func perMillion(cpu float64, deliveries int64) float64 {

@@ -29,15 +29,15 @@ func checkLoopbackHost(host string) (string, error) {
 	return a.String(), nil
 }
 
-// parseTarget validates a load target URL: http, loopback host, explicit or
-// default port. It returns the URL and the host:port to dial.
+// parseTarget validates a load target URL: http or https, loopback host,
+// explicit or default port. It returns the URL and the host:port to dial.
 func parseTarget(raw string) (*url.URL, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, "", fmt.Errorf("parsing url %q: %w", raw, err)
 	}
-	if u.Scheme != "http" {
-		return nil, "", fmt.Errorf("url %q: only http:// is supported", raw)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, "", fmt.Errorf("url %q: only http:// and https:// are supported", raw)
 	}
 	host, err := checkLoopbackHost(u.Hostname())
 	if err != nil {
@@ -45,7 +45,7 @@ func parseTarget(raw string) (*url.URL, string, error) {
 	}
 	port := u.Port()
 	if port == "" {
-		port = "80"
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
 	return u, net.JoinHostPort(host, port), nil
 }

@@ -2,13 +2,17 @@
 //
 //	ssemesh-bench backend --listen 127.0.0.1:7000 --rate 1 --size 200
 //	ssemesh-bench load --url http://127.0.0.1:8080/bench --clients 10000 --node-pid PID
+//	ssemesh-bench load --url https://127.0.0.1:8443/bench --ca ca.crt --proto h2 --clients 10000 --node-pid PID
 //
 // "backend" serves synthetic SSE streams in the bench format (each event's
 // data carries its sequence number and send time). "load" opens many SSE
 // clients against a node (or the back end itself), spread over several
 // loopback source addresses and worker processes, and reports loss,
-// duplicates, delivery latency and the node's memory and CPU cost. "worker"
-// is the per-process half of "load" and is not meant to be run by hand.
+// duplicates, delivery latency and the node's memory and CPU cost, including
+// the CPU of accepting the clients. Over https a client has a TLS connection
+// of its own (--proto http1) or is an HTTP/2 stream sharing one with
+// --h2-streams others (--proto h2). "worker" is the per-process half of
+// "load" and is not meant to be run by hand.
 //
 // All traffic stays on 127.0.0.0/8: other hosts are refused.
 package main

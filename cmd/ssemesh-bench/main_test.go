@@ -90,19 +90,10 @@ func TestLoadEndToEnd(t *testing.T) {
 	const clients, rate = 50, 50
 	b, srv := startBackend(t, backend.Config{Rate: rate, PayloadSize: 200, Format: backend.FormatBench})
 
-	cutDone := make(chan int, 1)
-	go func() {
-		// Cut once all clients are in and the window is running: it starts
-		// 1s (settle + start delay) after the ramp and lasts 2.5s, so 75
-		// events (1.5s) after the last client connected is in its middle.
-		var fromID int64
-		if !poll(func() bool { st := b.Stats("/bench"); fromID = st.LastID; return st.Open == clients }) ||
-			!poll(func() bool { return b.Stats("/bench").LastID >= fromID+75 }) {
-			cutDone <- -1
-			return
-		}
-		cutDone <- b.Cut("/bench")
-	}()
+	// Cut once all clients are in and the window is running: it starts 1s
+	// (settle + start delay) after the ramp and lasts 2.5s, so 75 events
+	// (1.5s) after the last client connected is in its middle.
+	cutDone := cutMidWindow(b, "/bench", clients, 75)
 	rep, _ := runLoadJSON(t,
 		"--url", srv.URL+"/bench", "--clients", strconv.Itoa(clients), "--procs", "2",
 		"--sources", "127.0.0.1,127.0.0.2", "--ramp", "500ms", "--settle", "500ms",
@@ -258,7 +249,17 @@ func TestLoadRefusesBadCommandLines(t *testing.T) {
 		{[]string{"--url", "http://10.0.0.1:8080/x"}, "outside 127.0.0.0/8"},
 		{[]string{"--url", "http://example.com/x"}, "not an IP address"},
 		{[]string{"--url", "http://[::1]:80/x"}, "outside 127.0.0.0/8"},
-		{[]string{"--url", "https://127.0.0.1/x"}, "only http://"},
+		{[]string{"--url", "ftp://127.0.0.1/x"}, "only http:// and https://"},
+		{[]string{"--url", "https://10.0.0.1/x"}, "outside 127.0.0.0/8"},
+		{[]string{"--url", "http://127.0.0.1/x", "--proto", "h2"}, "needs an https:// URL"},
+		{[]string{"--url", "https://127.0.0.1/x", "--proto", "h3"}, `--proto "h3"`},
+		{[]string{"--url", "http://127.0.0.1/x", "--insecure"}, "https:// URLs only"},
+		{[]string{"--url", "https://127.0.0.1/x", "--insecure", "--ca", "ca.pem"}, "exclude each other"},
+		{[]string{"--url", "https://127.0.0.1/x", "--ca", "/nonexistent/ca.pem"}, "--ca: reading CA bundle"},
+		{[]string{"--url", "https://127.0.0.1/x", "--ca", "main_test.go"}, "holds no PEM certificate"},
+		{[]string{"--url", "https://127.0.0.1/x", "--proto", "h2", "--h2-streams", "0"}, "--h2-streams 0"},
+		{[]string{"--url", "https://127.0.0.1/x", "--proto", "h2", "--clients", "300", "--procs", "4"}, "the 3 HTTP/2 connections"},
+		{[]string{"--url", "https://127.0.0.1/x", "--proto", "h2", "--clients", "3000000", "--h2-streams", "100", "--procs", "1"}, "30000 HTTP/2 connections over 1 processes"},
 		{[]string{"--url", "http://127.0.0.1/x", "--sources", "10.1.1.1"}, "not an address in 127.0.0.0/8"},
 		{[]string{"--url", "http://127.0.0.1/x", "--clients", "40000", "--procs", "2", "--sources", "127.0.0.2,127.0.0.3"}, "per process"},
 		{[]string{"--url", "http://127.0.0.1/x", "--clients", "30000"}, "per address"},

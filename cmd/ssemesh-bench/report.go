@@ -8,7 +8,12 @@ import (
 
 // Report is the outcome of one load run; its JSON form is the --json output.
 type Report struct {
-	URL           string    `json:"url"`
+	URL string `json:"url"`
+	// TLS is an https target; Proto is http1 (a connection per client) or
+	// h2 (up to H2Streams clients as streams on one connection).
+	TLS           bool      `json:"tls"`
+	Proto         string    `json:"proto"`
+	H2Streams     int       `json:"h2_streams,omitempty"`
 	Clients       int       `json:"clients"`
 	Procs         int       `json:"procs"`
 	Sources       []string  `json:"sources"`
@@ -22,6 +27,9 @@ type Report struct {
 	LateConnects int            `json:"late_connects"` // first connected after the window began
 	Drops        map[string]int `json:"drops"`         // why connected sessions ended early
 	Reconnects   int            `json:"reconnects"`
+	// Connections counts the TCP connections the clients established over
+	// the run, reconnects included; with TLS, each was a full handshake.
+	Connections int64 `json:"connections"`
 
 	// The in-window sequence range seen by any client; every connected
 	// client is expected to receive all of it.
@@ -67,6 +75,14 @@ type NodeReport struct {
 	RSSPerClientKB       float64 `json:"rss_per_client_kb"`
 	CPUSeconds           float64 `json:"cpu_seconds"` // during the window
 	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million"`
+	// The connect phase: from the start of the ramp until the last client
+	// that was not late had connected. Its CPU, per 1,000 of those
+	// clients, is the node's cost of accepting clients (with TLS, mostly
+	// the handshakes). Zero when nothing was measured.
+	Connects            int     `json:"connects"`
+	ConnectSeconds      float64 `json:"connect_seconds"`
+	ConnectCPUSeconds   float64 `json:"connect_cpu_seconds"`
+	ConnectCPUMsPer1000 float64 `json:"connect_cpu_ms_per_1000"`
 }
 
 // fill derives the delivery figures from the merged worker results.
@@ -79,6 +95,7 @@ type NodeReport struct {
 func (r *Report) fill(m *workerResult, interrupted bool) {
 	r.Connected, r.Failed, r.FailReasons = m.Connected, m.Failed, m.FailReasons
 	r.LateConnects, r.Drops, r.Reconnects = m.Late, m.Drops, m.Reconnects
+	r.Connections = m.Connections
 	r.SeqFirst, r.SeqLast = m.MinSeq, m.MaxSeq
 	if m.MaxSeq > 0 {
 		r.EventsPerClient = m.MaxSeq - m.MinSeq + 1
@@ -109,6 +126,15 @@ func (r *Report) writeText(w io.Writer) {
 	}
 	p("  clients     %d over %d process(es) and %d source address(es); window %.1fs from %s",
 		r.Clients, r.Procs, len(r.Sources), r.WindowSeconds, r.WindowStart.Format("15:04:05.000"))
+	if r.TLS {
+		// Only for https, so that a plain run reads as it always did.
+		if r.Proto == protoH2 {
+			p("  transport   TLS, HTTP/2: %d clients as streams, up to %d per connection, on %d connection(s); %d TCP connections in all",
+				r.Clients, r.H2Streams, (r.Clients+r.H2Streams-1)/max(r.H2Streams, 1), r.Connections)
+		} else {
+			p("  transport   TLS, HTTP/1.1: one connection per client; %d TCP connections in all", r.Connections)
+		}
+	}
 	p("  connected   %d (late %d), failed %d", r.Connected, r.LateConnects, r.Failed)
 	if len(r.FailReasons) > 0 {
 		p("  failures    %s", fmtReasons(r.FailReasons))
@@ -134,6 +160,10 @@ func (r *Report) writeText(w io.Writer) {
 			n.PID, kib2mib(n.RSSBeforeKB), kib2mib(n.RSSStartKB), kib2mib(n.RSSEndKB), n.RSSPerClientKB)
 		p("  node CPU    %.2fs in window (%.0f%% of a core); %.3fs per million deliveries",
 			n.CPUSeconds, 100*n.CPUSeconds/max(r.WindowSeconds, 1e-9), n.CPUSecondsPerMillion)
+		if n.Connects > 0 {
+			p("  connect CPU %.2fs for %d connects in %.1fs (%.0f ms per 1,000)",
+				n.ConnectCPUSeconds, n.Connects, n.ConnectSeconds, n.ConnectCPUMsPer1000)
+		}
 	}
 	if r.NodeError != "" {
 		p("  node        %s", r.NodeError)

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestSeqTracker(t *testing.T) {
@@ -128,6 +132,12 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("dial: %w", syscall.EMFILE), "too many open files (add --procs)"},
 		{io.EOF, "stream ended (EOF)"},
 		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), "stream broken (unexpected EOF)"},
+		{notH2Error{proto: "HTTP/1.1"}, "response over HTTP/1.1, not HTTP/2"},
+		{errNoH2Stream, errNoH2Stream.Error()},
+		{errHeaderTimeout, "timeout"},
+		{fmt.Errorf("tls handshake: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), "TLS: certificate signed by unknown authority (check --ca)"},
+		{fmt.Errorf("tls handshake: %w", &tls.CertificateVerificationError{Err: x509.HostnameError{Host: "127.0.0.2"}}), "TLS: certificate not valid for 127.0.0.2"},
+		{errors.New("read: stream error: stream ID 3; INTERNAL_ERROR; received from peer"), "stream reset (HTTP/2)"},
 	}
 	for _, tc := range tests {
 		if got := classify(tc.err); got != tc.want {
@@ -150,14 +160,62 @@ func TestCheckLoopbackHost(t *testing.T) {
 }
 
 func TestWorkerSpecClients(t *testing.T) {
-	total := 0
-	for id := range 3 {
-		total += workerSpec{First: id, Stride: 3, Total: 10}.clients()
+	tests := []struct {
+		name         string
+		total, block int
+		procs        int
+		want         []string // each process's clients
+	}{
+		{"one by one", 10, 0, 3, []string{"[0 3 6 9]", "[1 4 7]", "[2 5 8]"}},
+		{"blocks, short last one", 10, 3, 2, []string{"[0 1 2 6 7 8]", "[3 4 5 9]"}},
+		{"one block each", 6, 3, 2, []string{"[0 1 2]", "[3 4 5]"}},
+		{"a process beyond the blocks", 4, 2, 3, []string{"[0 1]", "[2 3]", "[]"}},
 	}
-	if total != 10 {
-		t.Fatalf("3 workers cover %d of 10 clients", total)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			total := 0
+			for id, want := range tc.want {
+				s := workerSpec{First: id, Stride: tc.procs, Total: tc.total, Block: tc.block}
+				got := fmt.Sprint(slices.Collect(s.clientIDs()))
+				if got != want {
+					t.Errorf("process %d runs %s, want %s", id, got, want)
+				}
+				total += s.clients()
+			}
+			if total != tc.total {
+				t.Fatalf("processes cover %d of %d clients", total, tc.total)
+			}
+		})
 	}
-	if n := (workerSpec{First: 4, Stride: 5, Total: 4}).clients(); n != 0 {
-		t.Fatalf("worker beyond total runs %d clients", n)
+}
+
+func TestConnectCPU(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int, cpu float64) cpuSample {
+		return cpuSample{at: t0.Add(time.Duration(ms) * time.Millisecond), cpu: cpu}
+	}
+	samples := []cpuSample{at(0, 10), at(50, 10.5), at(100, 11), at(150, 11.25)}
+	tests := []struct {
+		name        string
+		samples     []cpuSample
+		lastConnect time.Time
+		connects    int
+		want        NodeReport
+	}{
+		{"ends at the first sample after the last connect", samples, t0.Add(60 * time.Millisecond), 500,
+			NodeReport{Connects: 500, ConnectSeconds: 0.1, ConnectCPUSeconds: 1, ConnectCPUMsPer1000: 2000}},
+		{"last connect after the samples", samples, t0.Add(time.Second), 2000,
+			NodeReport{Connects: 2000, ConnectSeconds: 0.15, ConnectCPUSeconds: 1.25, ConnectCPUMsPer1000: 625}},
+		{"no connects", samples, t0, 0, NodeReport{}},
+		{"one sample", samples[:1], t0, 10, NodeReport{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var n NodeReport
+			n.fillConnect(tc.samples, tc.lastConnect.UnixNano(), tc.connects)
+			if n != tc.want {
+				t.Fatalf("got %+v, want %+v", n, tc.want)
+			}
+		})
 	}
 }

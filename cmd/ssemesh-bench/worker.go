@@ -3,14 +3,17 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -24,12 +27,22 @@ type workerSpec struct {
 	ID      int      `json:"id"`
 	URL     string   `json:"url"`
 	Sources []string `json:"sources"`
-	// The worker runs clients First, First+Stride, ... below Total, so that
-	// every process takes part in every stage of the ramp. Client i starts
-	// at Start + Ramp*i/Total and uses source i % len(Sources).
+	// For https: the CA bundle to trust (empty: the system roots) or no
+	// verification at all, and the protocol, protoHTTP1 (also for http) or
+	// protoH2.
+	CAFile   string `json:"ca_file,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"`
+	Proto    string `json:"proto,omitempty"`
+	// Clients are dealt out in blocks of Block consecutive ones (0 counts
+	// as 1); the worker runs blocks First, First+Stride, ... of the clients
+	// below Total, so that every process takes part in every stage of the
+	// ramp. Client i starts at Start + Ramp*i/Total. With h2 the clients of
+	// a block share a connection from source (i/Block) % len(Sources);
+	// otherwise client i has its own from source i % len(Sources).
 	First  int `json:"first"`
 	Stride int `json:"stride"`
 	Total  int `json:"total"`
+	Block  int `json:"block,omitempty"`
 	// Start of the ramp, the measurement window [T0, T1), and End, when
 	// every client disconnects.
 	Start time.Time     `json:"start"`
@@ -54,6 +67,13 @@ type workerResult struct {
 	// drop is followed by a reconnect attempt.
 	Drops      map[string]int `json:"drops"`
 	Reconnects int            `json:"reconnects"`
+	// LastConnect is when the last client that was not late first
+	// connected, in unix nanoseconds (0: none): the end of the connect
+	// phase.
+	LastConnect int64 `json:"last_connect"`
+	// Connections counts the TCP connections established (with TLS, each
+	// a full handshake).
+	Connections int64 `json:"connections"`
 	// Over in-window events (send time in [T0, T1)), summed over clients:
 	// Distinct counts each client's first receipt of a seq, Dups repeats.
 	Distinct int64 `json:"distinct"`
@@ -80,6 +100,8 @@ func (r *workerResult) merge(o *workerResult) {
 	r.Connected += o.Connected
 	r.Failed += o.Failed
 	r.Late += o.Late
+	r.LastConnect = max(r.LastConnect, o.LastConnect)
+	r.Connections += o.Connections
 	for k, v := range o.FailReasons {
 		r.FailReasons[k] += v
 	}
@@ -104,8 +126,10 @@ func (r *workerResult) merge(o *workerResult) {
 
 func (s workerSpec) validate() error {
 	switch {
-	case s.Stride <= 0 || s.First < 0 || s.First >= s.Total:
-		return fmt.Errorf("clients from %d by %d below %d: empty or invalid", s.First, s.Stride, s.Total)
+	case s.Stride <= 0 || s.First < 0 || s.Block < 0 || s.First >= s.blocks():
+		return fmt.Errorf("blocks of %d clients from %d by %d below %d: empty or invalid", s.block(), s.First, s.Stride, s.Total)
+	case s.Proto != "" && s.Proto != protoHTTP1 && s.Proto != protoH2:
+		return fmt.Errorf("protocol %q", s.Proto)
 	case len(s.Sources) == 0:
 		return fmt.Errorf("no sources")
 	case !s.Start.Before(s.T0) || !s.T0.Before(s.T1) || s.End.Before(s.T1):
@@ -116,12 +140,42 @@ func (s workerSpec) validate() error {
 	return nil
 }
 
-// clients returns how many clients the spec runs.
-func (s workerSpec) clients() int {
-	if s.Stride <= 0 || s.First >= s.Total {
+// block is the number of consecutive clients dealt out together.
+func (s workerSpec) block() int { return max(s.Block, 1) }
+
+// blocks is the number of blocks of all processes together.
+func (s workerSpec) blocks() int { return (s.Total + s.block() - 1) / s.block() }
+
+// localBlocks is the number of blocks this worker runs.
+func (s workerSpec) localBlocks() int {
+	if s.Stride <= 0 || s.First < 0 || s.First >= s.blocks() {
 		return 0
 	}
-	return (s.Total-s.First-1)/s.Stride + 1
+	return (s.blocks()-s.First-1)/s.Stride + 1
+}
+
+// clientIDs yields the clients the spec runs, in order.
+func (s workerSpec) clientIDs() iter.Seq[int] {
+	return func(yield func(int) bool) {
+		b := s.block()
+		for k := range s.localBlocks() {
+			first := (s.First + k*s.Stride) * b
+			for i := first; i < min(first+b, s.Total); i++ {
+				if !yield(i) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// clients returns how many clients the spec runs.
+func (s workerSpec) clients() int {
+	n := 0
+	for range s.clientIDs() {
+		n++
+	}
+	return n
 }
 
 // runWorkerCommand is the "worker" subcommand: it reads a spec from --spec
@@ -170,6 +224,12 @@ type worker struct {
 	reqURI  string
 	dialers []*net.Dialer
 	t0, t1  int64 // window in unix nanoseconds
+	// tls is the configuration of the HTTP/1.1 clients over https (nil:
+	// plain http); h2 holds the connections of the h2 clients, one per
+	// local block.
+	tls   *tls.Config
+	h2    []*h2Conn
+	dials atomic.Int64
 
 	mu  sync.Mutex
 	res *workerResult
@@ -201,6 +261,23 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 			KeepAlive: -1, // the streams carry their own heartbeats
 		})
 	}
+	if u.Scheme == "https" {
+		conf, err := clientTLSConfig(spec.CAFile, spec.Insecure, u.Hostname())
+		if err != nil {
+			return nil, fmt.Errorf("worker %d: %w", spec.ID, err)
+		}
+		if spec.Proto == protoH2 {
+			for k := range spec.localBlocks() {
+				d := w.dialers[(spec.First+k*spec.Stride)%len(w.dialers)]
+				w.h2 = append(w.h2, newH2Conn(d, addr, conf, spec.ConnectTimeout, &w.dials))
+			}
+		} else {
+			conf.NextProtos = alpn(protoHTTP1)
+			w.tls = conf
+		}
+	} else if spec.Proto == protoH2 {
+		return nil, fmt.Errorf("worker %d: HTTP/2 needs an https URL", spec.ID)
+	}
 
 	runCtx, cancel := context.WithDeadline(ctx, spec.End)
 	defer cancel()
@@ -217,13 +294,17 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 			cpuT1 = s.CPUSeconds
 		}
 	})
-	for i := spec.First; i < spec.Total; i += spec.Stride {
+	for i := range spec.clientIDs() {
 		wg.Go(func() { w.runClient(runCtx, i) })
 	}
 	wg.Wait()
 	cpuEnd, _ := readProc("self")
+	for _, c := range w.h2 {
+		c.close()
+	}
 
 	res := w.res
+	res.Connections = w.dials.Load()
 	if cpuT1 > 0 {
 		res.CPUWindow = cpuT1 - cpuT0
 	}
@@ -253,14 +334,15 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // clientStats is one client's tally, merged into the worker's at the end so
 // that the event path takes no lock.
 type clientStats struct {
-	tracker   seqTracker
-	connected bool
-	late      bool
-	distinct  int64
-	dups      int64
-	unparsed  int64
-	minSeq    int64
-	maxSeq    int64
+	tracker     seqTracker
+	connected   bool
+	late        bool
+	connectedAt int64 // first connect, unix nanoseconds
+	distinct    int64
+	dups        int64
+	unparsed    int64
+	minSeq      int64
+	maxSeq      int64
 }
 
 // runClient runs one client: wait for its slot in the ramp, connect, read,
@@ -271,20 +353,16 @@ func (w *worker) runClient(ctx context.Context, i int) {
 		w.finishClient(&clientStats{}, "not started: run ended")
 		return
 	}
-	sc := &streamConn{
-		dialer:     w.dialers[i%len(w.dialers)],
-		addr:       w.addr,
-		host:       w.host,
-		requestURI: w.reqURI,
-		timeout:    w.spec.ConnectTimeout,
-	}
+	sc := w.newSession(i)
 	st := &clientStats{}
 	sessionOK := false // the current session got past the response headers
 	onConnect := func() {
 		sessionOK = true
 		if !st.connected {
+			now := time.Now()
 			st.connected = true
-			st.late = time.Now().After(w.spec.T0)
+			st.late = now.After(w.spec.T0)
+			st.connectedAt = now.UnixNano()
 		}
 	}
 	onEvent := func(data []byte) { w.onEvent(st, data) }
@@ -332,6 +410,23 @@ func (w *worker) runClient(ctx context.Context, i int) {
 	w.finishClient(st, lastReason)
 }
 
+// newSession returns client i's way to the stream.
+func (w *worker) newSession(i int) sseSession {
+	if w.h2 != nil {
+		k := (i/w.spec.block() - w.spec.First) / w.spec.Stride
+		return &h2Stream{conn: w.h2[k], url: w.spec.URL, timeout: w.spec.ConnectTimeout}
+	}
+	return &streamConn{
+		dialer:     w.dialers[i%len(w.dialers)],
+		addr:       w.addr,
+		host:       w.host,
+		requestURI: w.reqURI,
+		timeout:    w.spec.ConnectTimeout,
+		tls:        w.tls,
+		dials:      &w.dials,
+	}
+}
+
 func (w *worker) onEvent(st *clientStats, data []byte) {
 	now := time.Now().UnixNano()
 	seq, sent, ok := parseBench(data)
@@ -366,6 +461,8 @@ func (w *worker) finishClient(st *clientStats, failReason string) {
 	r.Connected++
 	if st.late {
 		r.Late++
+	} else {
+		r.LastConnect = max(r.LastConnect, st.connectedAt)
 	}
 	r.Distinct += st.distinct
 	r.Dups += st.dups
