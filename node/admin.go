@@ -21,6 +21,7 @@ func (n *Node) adminRouter() http.Handler {
 	api.Use(n.requireToken)
 	api.HandleFunc("/streams", n.streamsReport).Methods(http.MethodGet)
 	api.HandleFunc("/auth", n.authHandler).Methods(http.MethodGet)
+	api.HandleFunc("/reload", n.reloadHandler).Methods(http.MethodPost)
 	api.HandleFunc(strings.TrimPrefix(gatherPath, "/v1"), n.gatherHandler).Methods(http.MethodGet)
 	n.operatorRoutes(r, api)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -54,7 +55,7 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 // (peerAdmin): the token is never sent to another node.
 func (n *Node) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tok := n.cfg.Admin.Token; tok != "" && !n.presentsAdminToken(r) && !(r.URL.Path == gatherPath && n.peerAdmin(r)) {
+		if tok := n.live().cfg.Admin.Token; tok != "" && !n.presentsAdminToken(r) && !(r.URL.Path == gatherPath && n.peerAdmin(r)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ssemesh"`)
 			n.renderError(w, r, &httpError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "missing or wrong bearer token"})
 			return

@@ -81,7 +81,7 @@ func (a *authorizers) close() {
 // refusal to answer. Child nodes are never asked: authorization happens
 // once, at the node the client reached.
 func (n *Node) authorize(r *http.Request, m *mount, path string, client netip.Addr) (time.Time, error) {
-	au, label := n.auth.forBackend(m.spec.Name)
+	au, label := n.live().auth.forBackend(m.spec.Name)
 	if au == nil {
 		return time.Time{}, nil
 	}
@@ -104,7 +104,7 @@ func (n *Node) authorize(r *http.Request, m *mount, path string, client netip.Ad
 	default:
 		he.Status = http.StatusServiceUnavailable
 		he.Message = "authorization is unavailable; retry later"
-		he.RetryAfter = max(n.cfg.Limits.RetryAfter, 1)
+		he.RetryAfter = max(n.live().cfg.Limits.RetryAfter, 1)
 	}
 	if v := dec.Header.Get("WWW-Authenticate"); v != "" {
 		he.header = http.Header{"Www-Authenticate": {v}}
@@ -125,7 +125,7 @@ type authReport struct {
 
 func (n *Node) authReports() []authReport {
 	var out []authReport
-	n.auth.each(func(label string, au *clientauth.Auth) {
+	n.live().auth.each(func(label string, au *clientauth.Auth) {
 		ok, detail := au.Healthy()
 		st := au.Stats()
 		out = append(out, authReport{Backend: label, Healthy: ok, Detail: detail, Allowed: st.Allowed, Refused: st.Refused, Requests: st.AuthRequests, Hits: st.CacheHits})

@@ -12,7 +12,7 @@ import (
 // X-Forwarded-For that is not one. Entries left of that are the client's
 // own claims and are never read.
 func (n *Node) clientAddr(r *http.Request) netip.Addr {
-	return clientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), n.trusted)
+	return clientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), n.live().trusted)
 }
 
 func clientAddr(remote string, xff []string, trusted []netip.Prefix) netip.Addr {

@@ -140,7 +140,7 @@ func (n *Node) renderError(w http.ResponseWriter, r *http.Request, err error) {
 // when the operator chose to expose them.
 func (n *Node) notFound() error {
 	he := refuse(http.StatusNotFound, codeNotFound, "")
-	if n.cfg.ExposeMounts {
+	if n.live().cfg.ExposeMounts {
 		mounts := n.mountList()
 		he.Mounts = make([]any, 0, len(mounts))
 		for _, m := range mounts {

@@ -345,17 +345,28 @@ func orBackend(id string) string {
 	return id
 }
 
-// updateMounts merges back ends announced in Consul with the configured
-// ones. Configuration supplies headers and credentials by name and may pin
-// the mount; Consul supplies instances, mount and data centre.
+// updateMounts records the back ends Consul announces and rebuilds the
+// mount table.
 func (n *Node) updateMounts(found []mesh.Backend) {
+	n.mountsMu.Lock()
+	defer n.mountsMu.Unlock()
+	n.consulFound = found
+	n.rebuildMountsLocked()
+}
+
+// rebuildMountsLocked merges the back ends announced in Consul with the
+// configured ones in force. Configuration supplies headers, credentials
+// and TLS by name and may pin the mount; Consul supplies instances, mount
+// and data centre. n.mountsMu is held.
+func (n *Node) rebuildMountsLocked() {
+	backends := n.live().cfg.Backends
 	byName := map[string]BackendSpec{}
 	var ms []*mount
-	for _, b := range n.cfg.Backends {
+	for _, b := range backends {
 		byName[b.Name] = b
 	}
 	seen := map[string]bool{}
-	for _, fb := range found {
+	for _, fb := range n.consulFound {
 		spec := byName[fb.Name]
 		spec.Name = fb.Name
 		if spec.Mount == "" {
@@ -364,7 +375,12 @@ func (n *Node) updateMounts(found []mesh.Backend) {
 		}
 		spec.DC = fb.DC
 		spec.URI = ""
-		m, err := newMount(spec)
+		tc, err := n.tls.upstreamFor(spec)
+		if err != nil {
+			n.log.WithError(err).WithField("backend", fb.Name).Warn("back end from Consul ignored")
+			continue
+		}
+		m, err := newMount(spec, tc)
 		if err != nil {
 			n.log.WithError(err).WithField("backend", fb.Name).Warn("back end from Consul ignored")
 			continue
@@ -380,17 +396,19 @@ func (n *Node) updateMounts(found []mesh.Backend) {
 		seen[fb.Name] = true
 		ms = append(ms, m)
 	}
-	for _, b := range n.cfg.Backends {
-		if seen[b.Name] || b.URI == "" {
-			continue
+	var rest []BackendSpec
+	for _, b := range backends {
+		if !seen[b.Name] {
+			rest = append(rest, b)
 		}
-		m, err := newMount(b)
-		if err != nil {
-			continue
-		}
-		ms = append(ms, m)
 	}
-	n.setMounts(ms)
+	static, err := n.staticMounts(rest)
+	if err != nil {
+		// Checked when the configuration was accepted; a TLS file that
+		// broke since keeps the back end out until it is fixed.
+		n.log.WithError(err).Warn("configured back end left out")
+	}
+	n.setMounts(append(ms, static...))
 }
 
 // leaveMesh announces draining and leaves gossip and Consul, then waits
@@ -434,7 +452,7 @@ func (n *Node) Kill() {
 			_ = n.adminSrv.Close()
 		}
 		n.relay.Close()
-		n.auth.close()
+		n.live().auth.close()
 		n.wg.Wait()
 	})
 }

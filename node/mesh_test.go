@@ -311,7 +311,7 @@ func TestForcedLoopIsRefused(t *testing.T) {
 	b := startNode(t, chained("node-b", "http://"+a.Addr()+streamPath))
 	// Point a at b now that b's address is known.
 	ms := a.mountList()
-	m, _ := newMount(BackendSpec{Name: "loop", URI: "http://" + b.Addr() + streamPath, Mount: streamPath, Chained: true})
+	m, _ := newMount(BackendSpec{Name: "loop", URI: "http://" + b.Addr() + streamPath, Mount: streamPath, Chained: true}, nil)
 	a.setMounts(append(ms[:0:0], m))
 
 	_, resp, err := dialStatus("http://"+a.Addr()+streamPath, nil)
@@ -330,7 +330,7 @@ func TestForcedLoopIsRefused(t *testing.T) {
 	// The loop resolves once a takes the stream from the real back end:
 	// b's clients are fed through a, and nothing of the refusals lingers.
 	be, addr := startBackend(t, backend.Config{})
-	m, _ = newMount(BackendSpec{Name: "loop", URI: "http://" + addr + streamPath, Mount: streamPath, Chained: true})
+	m, _ = newMount(BackendSpec{Name: "loop", URI: "http://" + addr + streamPath, Mount: streamPath, Chained: true}, nil)
 	a.setMounts([]*mount{m})
 	c := dial(t, "http://"+b.Addr()+streamPath, nil)
 	waitFor(t, "chain b -> a -> back end attached", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })

@@ -66,7 +66,7 @@ type nodeCollector struct {
 	catchUpRefused, ignoredIDs, streamRequests       *prometheus.Desc
 	members, consulErrors, gossipRefused             *prometheus.Desc
 	authAllowed, authRefused, authLatency            *prometheus.Desc
-	authRequests, authCacheHits                      *prometheus.Desc
+	authRequests, authCacheHits, reloads             *prometheus.Desc
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
@@ -102,6 +102,7 @@ func newNodeCollector(n *Node) *nodeCollector {
 		authLatency:      d("auth_latency_seconds", "Time to decide whether a client may read a stream.", "backend"),
 		authRequests:     d("auth_requests_total", "Requests made to an auth server (delegate), after caching and merging.", "backend"),
 		authCacheHits:    d("auth_cache_hits_total", "Auth verdicts answered from the cache (delegate).", "backend"),
+		reloads:          d("config_reloads_total", "Configuration reloads (SIGHUP, POST /v1/reload), by result: ok or refused.", "result"),
 		gossipRefused:    d("gossip_refusals_total", "Gossip alive messages refused: the member's advertised client or admin address is not on its gossip address, or its metadata is unreadable."),
 	}
 }
@@ -113,7 +114,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
 		c.catchUpRefused, c.ignoredIDs, c.streamRequests, c.members, c.consulErrors, c.gossipRefused,
-		c.authAllowed, c.authRefused, c.authLatency, c.authRequests, c.authCacheHits,
+		c.authAllowed, c.authRefused, c.authLatency, c.authRequests, c.authCacheHits, c.reloads,
 	} {
 		ch <- d
 	}
@@ -147,7 +148,7 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	}
 	gauge(c.ready, ready)
 	gauge(c.clients, float64(n.relay.Clients()))
-	gauge(c.capacity, float64(n.cfg.Limits.MaxClients))
+	gauge(c.capacity, float64(n.live().cfg.Limits.MaxClients))
 	gauge(c.streams, float64(n.relay.Streams()))
 	counter(c.clientsTotal, s.ClientsTotal)
 	byLabel(c.refused, s.Refused)
@@ -165,7 +166,9 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	counter(c.ignoredIDs, n.ignoredIDs.Load())
 	counter(c.streamRequests, n.h1Requests.Load(), "http/1.1")
 	counter(c.streamRequests, n.h2Requests.Load(), "h2")
-	n.auth.each(func(label string, au *clientauth.Auth) {
+	counter(c.reloads, n.reloadCounts.ok.Load(), "ok")
+	counter(c.reloads, n.reloadCounts.refused.Load(), "refused")
+	n.live().auth.each(func(label string, au *clientauth.Auth) {
 		st := au.Stats()
 		counter(c.authAllowed, st.Allowed, label)
 		for _, reason := range clientauth.Reasons() {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -20,8 +19,6 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
-	"github.com/ssemesh/ssemesh/internal/iplimit"
-	"github.com/ssemesh/ssemesh/internal/meshauth"
 	"github.com/ssemesh/ssemesh/internal/ratelog"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
@@ -34,9 +31,13 @@ type Node struct {
 	log   logrus.FieldLogger
 	relay *relay.Relay
 
-	mounts   atomic.Pointer[[]*mount]
-	routesMu sync.Mutex
-	routes   map[string]*route
+	mounts atomic.Pointer[[]*mount]
+	// mountsMu serialises rebuilding the mount table (a new mesh view, a
+	// reload); consulFound is what Consul announced last.
+	mountsMu    sync.Mutex
+	consulFound []mesh.Backend
+	routesMu    sync.Mutex
+	routes      map[string]*route
 
 	mesh  *mesh.Mesh
 	plan  atomic.Pointer[topology.Plan]
@@ -46,16 +47,15 @@ type Node struct {
 	members string
 	stop    chan struct{} // closed when shutdown begins
 
-	// signer proves this node's membership to parents and peers; verifier
-	// checks children's and peers' proofs. Both nil without mesh.secret.
-	signer   *meshauth.Signer
-	verifier *meshauth.Verifier
-	// perIP bounds each client address; trusted are the proxies whose
-	// X-Forwarded-For names the client.
-	perIP   *iplimit.Limiter
-	trusted []netip.Prefix
-	// auth decides who may read which stream.
-	auth *authorizers
+	// cur holds the settings a reload may change (settings.go); reloadMu
+	// makes reloads one at a time.
+	cur      atomic.Pointer[settings]
+	reloadMu sync.Mutex
+	// source re-reads the configuration for a reload; setLevel applies a
+	// new log level. Both nil until EnableReload.
+	source       func() (Config, error)
+	setLevel     func(logrus.Level)
+	reloadCounts reloadCounts
 	// tls holds the certificates of the listeners, the mesh and the back
 	// ends, re-read when their files change; stopTLS ends the watch.
 	tls     *tlsState
@@ -104,17 +104,12 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	trusted, err := parseTrustedProxies(cfg.TrustedProxies)
-	if err != nil {
-		r.Close()
-		return nil, err
-	}
 	tlsSt, err := newTLSState(cfg, log)
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	auths, err := newAuthorizers(cfg, log)
+	st, err := newSettings(cfg, nil, log)
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -126,11 +121,8 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		routes:  make(map[string]*route),
 		avoid:   newAvoidList(),
 		stop:    make(chan struct{}),
-		perIP:   iplimit.New(cfg.Limits.PerIP.limiterConfig()),
-		trusted: trusted,
 		tls:     tlsSt,
 		stopTLS: func() {},
-		auth:    auths,
 		logs:    ratelog.New(10 * time.Second),
 		peerClient: &http.Client{
 			Transport: &http.Transport{
@@ -145,22 +137,12 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 	if tlsSt.meshCA != nil {
 		n.peerClient.Transport.(*http.Transport).DialTLSContext = tlsSt.dialPeer
 	}
-	if cfg.Mesh.Secret != "" {
-		n.signer = meshauth.NewSigner(cfg.NodeID, cfg.Mesh.Secret)
-		n.verifier = meshauth.NewVerifier(append([]string{cfg.Mesh.Secret}, cfg.Mesh.AcceptSecrets...), 0)
-	}
-	var ms []*mount
-	for _, b := range cfg.Backends {
-		if b.URI == "" {
-			continue // credentials for a back end Consul will announce
-		}
-		m, err := newMount(b)
-		if err != nil {
-			auths.close()
-			r.Close()
-			return nil, err
-		}
-		ms = append(ms, m)
+	n.cur.Store(st)
+	ms, err := n.staticMounts(cfg.Backends)
+	if err != nil {
+		st.auth.close()
+		r.Close()
+		return nil, err
 	}
 	n.setMounts(ms)
 	return n, nil
@@ -265,7 +247,7 @@ func (n *Node) Start() error {
 			}
 			n.wg.Wait()
 			n.relay.Close()
-			n.auth.close()
+			n.live().auth.close()
 			return err
 		}
 	}
@@ -278,7 +260,7 @@ func (n *Node) Start() error {
 		n.tls.run(tctx)
 	}()
 	n.ready.Store(true)
-	if host, _, _ := net.SplitHostPort(n.cfg.Admin.Listen); n.adminLn != nil && n.cfg.Admin.Token == "" && !isLoopbackHost(host) {
+	if host, _, _ := net.SplitHostPort(n.cfg.Admin.Listen); n.adminLn != nil && n.live().cfg.Admin.Token == "" && !isLoopbackHost(host) {
 		n.log.WithField("admin", n.AdminAddr()).Warn("admin.insecure_no_token is set: the admin listener is reachable from other hosts without a token; anyone who reaches it reads the topology and every stream")
 	}
 	n.log.WithFields(logrus.Fields{"listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mountList()), "mesh": n.cfg.Mesh.Enabled()}).Info("node started")
@@ -320,7 +302,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.mesh != nil {
 			n.leaveMesh(ctx)
 		}
-		n.log.WithField("drain", n.cfg.Drain.D()).Info("shutting down: draining clients")
+		n.log.WithField("drain", n.live().cfg.Drain.D()).Info("shutting down: draining clients")
 		// Stop accepting first; Shutdown closes the listener at once and
 		// then waits for handlers, which the drain below ends.
 		stopped := make(chan struct{})
@@ -328,9 +310,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			defer close(stopped)
 			_ = n.srv.Shutdown(ctx)
 		}()
-		n.relay.Drain(ctx, n.cfg.Drain.D())
+		n.relay.Drain(ctx, n.live().cfg.Drain.D())
 		n.relay.Close()
-		n.auth.close()
+		n.live().auth.close()
 		select {
 		case <-stopped:
 		case <-ctx.Done():
@@ -358,7 +340,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// The budget covers every step of a graceful stop in turn: leaving the
 	// mesh (bounded at 5 s), the handoff of child nodes, the client drain,
 	// and a margin for closing what is left.
-	budget := n.cfg.Drain.D() + 15*time.Second
+	budget := n.live().cfg.Drain.D() + 15*time.Second
 	if n.cfg.Mesh.Enabled() {
 		budget += 5*time.Second + n.cfg.Mesh.Handoff.D()
 	}

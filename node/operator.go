@@ -215,7 +215,7 @@ func (g *browserGuard) hostAllowed(hostport string) bool {
 
 // presentsAdminToken reports whether a token is configured and r carries it.
 func (n *Node) presentsAdminToken(r *http.Request) bool {
-	tok := n.cfg.Admin.Token
+	tok := n.live().cfg.Admin.Token
 	if tok == "" {
 		return false
 	}

@@ -47,11 +47,11 @@ func (n *Node) authenticate(r *http.Request) (*peerRequest, error) {
 	if proof == "" {
 		return nil, nil
 	}
-	if n.verifier == nil {
+	if n.live().verifier == nil {
 		return nil, errNoSecret
 	}
 	via := strings.Join(r.Header.Values(ViaHeader), ",")
-	id, err := n.verifier.Verify(proof, meshauth.PurposeStream, requestTarget(r), via)
+	id, err := n.live().verifier.Verify(proof, meshauth.PurposeStream, requestTarget(r), via)
 	if err != nil {
 		return nil, err
 	}
@@ -87,9 +87,9 @@ func parseVia(v string) []string {
 func (n *Node) signStream(req *http.Request, ancestry []string) {
 	via := strings.Join(append(append([]string(nil), ancestry...), n.cfg.NodeID), ",")
 	req.Header.Set(ViaHeader, via)
-	if n.signer != nil {
+	if n.live().signer != nil {
 		// With mutual TLS alone, the client certificate is the proof.
-		req.Header.Set(meshauth.Header, n.signer.Sign(meshauth.PurposeStream, requestTarget(req), via))
+		req.Header.Set(meshauth.Header, n.live().signer.Sign(meshauth.PurposeStream, requestTarget(req), via))
 	}
 }
 
@@ -101,9 +101,9 @@ func (n *Node) peerAdmin(r *http.Request) bool {
 		return true
 	}
 	proof := r.Header.Get(meshauth.Header)
-	if proof == "" || n.verifier == nil {
+	if proof == "" || n.live().verifier == nil {
 		return false
 	}
-	_, err := n.verifier.Verify(proof, meshauth.PurposeAdmin, requestTarget(r), "")
+	_, err := n.live().verifier.Verify(proof, meshauth.PurposeAdmin, requestTarget(r), "")
 	return err == nil
 }

@@ -147,7 +147,7 @@ func (rt *route) backendTarget(m *mount) (relay.Target, error) {
 	if err != nil {
 		return relay.Target{}, err
 	}
-	t := relay.Target{URL: u.String(), Header: m.header, Label: redactURL(u), TLS: rt.n.tls.upstream[m.spec.Name]}
+	t := relay.Target{URL: u.String(), Header: m.header, Label: redactURL(u), TLS: m.tls, Version: m.version}
 	if len(m.instances) > 1 {
 		t.Fallback, t.Hide = true, hideFromInstance
 	}

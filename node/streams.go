@@ -1,7 +1,10 @@
 package node
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"log"
 	"math"
@@ -23,13 +26,18 @@ type mount struct {
 	instances []*url.URL  // upstream base URLs: the config's uri, or Consul's passing instances
 	header    http.Header // extra upstream headers, Authorization included
 	dc        string      // the back end's data centre, "" when unknown
+	tls       *tls.Config // for https instances; nil uses the system's roots
 	// configured names the query parameters the instances' URIs set;
 	// clients cannot set them.
 	configured map[string]bool
+	// version names what the back end's requests are made of (headers,
+	// credentials, TLS): a stream whose version changes reconnects, make
+	// before break, even when its URL stays the same.
+	version string
 }
 
-func newMount(b BackendSpec) (*mount, error) {
-	m := &mount{spec: b, header: http.Header{}, dc: b.DC, configured: map[string]bool{}}
+func newMount(b BackendSpec, tc *tls.Config) (*mount, error) {
+	m := &mount{spec: b, header: http.Header{}, dc: b.DC, configured: map[string]bool{}, tls: tc}
 	if b.URI != "" {
 		u, err := url.Parse(b.URI)
 		if err != nil {
@@ -44,7 +52,39 @@ func newMount(b BackendSpec) (*mount, error) {
 		tok := base64.StdEncoding.EncodeToString([]byte(b.Credentials.Username + ":" + b.Credentials.Password))
 		m.header.Set("Authorization", "Basic "+tok)
 	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%q %v %p", b.URI, m.header, tc)
+	if b.TLS != nil {
+		fmt.Fprintf(sum, " %+v", *b.TLS)
+	}
+	m.version = hex.EncodeToString(sum.Sum(nil)[:8])
 	return m, nil
+}
+
+// staticMounts builds the mounts of the configured back ends that have a
+// uri (the others name back ends Consul announces). A back end that fails
+// is left out; the first failure is returned.
+func (n *Node) staticMounts(backends []BackendSpec) ([]*mount, error) {
+	var ms []*mount
+	var first error
+	for _, b := range backends {
+		if b.URI == "" {
+			continue
+		}
+		tc, err := n.tls.upstreamFor(b)
+		var m *mount
+		if err == nil {
+			m, err = newMount(b, tc)
+		}
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		ms = append(ms, m)
+	}
+	return ms, first
 }
 
 // addInstance adds an upstream base URL. For a prefix mount the base path
@@ -111,7 +151,7 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(m.instances) == 0 && n.mesh == nil {
 		he := refuse(http.StatusServiceUnavailable, codeNoInstance, "back end "+m.spec.Name+" has no passing instance")
-		he.RetryAfter = n.cfg.Limits.RetryAfter
+		he.RetryAfter = n.live().cfg.Limits.RetryAfter
 		return he
 	}
 	cq, err := parseClientQuery(r.URL.RawQuery, m.spec.QueryParams, m.configured)
@@ -141,13 +181,13 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
 		// Child nodes are not counted per address: a leaf holds many
 		// streams for its own clients.
 		client = n.clientAddr(r)
-		release, why := n.perIP.Acquire(client)
+		release, why := n.live().perIP.Acquire(client)
 		if why != iplimit.OK {
 			return n.ipRefusal(why, 0, client)
 		}
 		req.Done = release
 		req.AllowCatchUp = func() bool {
-			_, why := n.perIP.Allow(client)
+			_, why := n.live().perIP.Allow(client)
 			return why == iplimit.OK
 		}
 	}
@@ -167,19 +207,19 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
 
 	// Admission: waiting subscribers count too, so a flood cannot overshoot
 	// the limit while its streams connect.
-	if n.relay.Clients()+int(n.waiting.Load()) >= n.cfg.Limits.MaxClients {
-		he := refuse(http.StatusServiceUnavailable, codeMaxClients, fmt.Sprintf("limits.max_clients is %d", n.cfg.Limits.MaxClients))
-		he.RetryAfter = n.cfg.Limits.RetryAfter
+	if n.relay.Clients()+int(n.waiting.Load()) >= n.live().cfg.Limits.MaxClients {
+		he := refuse(http.StatusServiceUnavailable, codeMaxClients, fmt.Sprintf("limits.max_clients is %d", n.live().cfg.Limits.MaxClients))
+		he.RetryAfter = n.live().cfg.Limits.RetryAfter
 		return he
 	}
 	if !n.relay.Has(key) {
-		if n.relay.Streams() >= n.cfg.Limits.MaxStreams {
-			he := refuse(http.StatusServiceUnavailable, codeMaxStreams, fmt.Sprintf("limits.max_streams is %d", n.cfg.Limits.MaxStreams))
-			he.RetryAfter = n.cfg.Limits.RetryAfter
+		if n.relay.Streams() >= n.live().cfg.Limits.MaxStreams {
+			he := refuse(http.StatusServiceUnavailable, codeMaxStreams, fmt.Sprintf("limits.max_streams is %d", n.live().cfg.Limits.MaxStreams))
+			he.RetryAfter = n.live().cfg.Limits.RetryAfter
 			return he
 		}
 		if peer == nil {
-			if wait, why := n.perIP.Allow(client); why != iplimit.OK {
+			if wait, why := n.live().perIP.Allow(client); why != iplimit.OK {
 				return n.ipRefusal(why, wait, client)
 			}
 		}
@@ -197,14 +237,14 @@ func (n *Node) ipRefusal(why iplimit.Refusal, wait time.Duration, client netip.A
 	var he *httpError
 	switch why {
 	case iplimit.Connections:
-		he = refuse(http.StatusTooManyRequests, codeIPConnections, fmt.Sprintf("%s holds limits.per_ip.connections (%d) streams", client, n.cfg.Limits.PerIP.Connections))
-		he.RetryAfter = max(n.cfg.Limits.RetryAfter, 1)
+		he = refuse(http.StatusTooManyRequests, codeIPConnections, fmt.Sprintf("%s holds limits.per_ip.connections (%d) streams", client, n.live().cfg.Limits.PerIP.Connections))
+		he.RetryAfter = max(n.live().cfg.Limits.RetryAfter, 1)
 	case iplimit.RateLimited:
-		he = refuse(http.StatusTooManyRequests, codeIPNewStreams, fmt.Sprintf("%s is over limits.per_ip.new_streams (%g/s, burst %d)", client, n.cfg.Limits.PerIP.NewStreams, n.cfg.Limits.PerIP.Burst))
+		he = refuse(http.StatusTooManyRequests, codeIPNewStreams, fmt.Sprintf("%s is over limits.per_ip.new_streams (%g/s, burst %d)", client, n.live().cfg.Limits.PerIP.NewStreams, n.live().cfg.Limits.PerIP.Burst))
 		he.RetryAfter = max(int(math.Ceil(wait.Seconds())), 1)
 	default:
 		he = refuse(http.StatusServiceUnavailable, codeIPTable, "the per-address table is full")
-		he.RetryAfter = max(n.cfg.Limits.RetryAfter, 1)
+		he.RetryAfter = max(n.live().cfg.Limits.RetryAfter, 1)
 	}
 	return he
 }
@@ -212,11 +252,11 @@ func (n *Node) ipRefusal(why iplimit.Refusal, wait time.Duration, client netip.A
 // cors answers browsers on other origins when configured to.
 func (n *Node) cors(w http.ResponseWriter, r *http.Request) {
 	origin := r.Header.Get("Origin")
-	if origin == "" || len(n.cfg.CORS.AllowedOrigins) == 0 {
+	if origin == "" || len(n.live().cfg.CORS.AllowedOrigins) == 0 {
 		return
 	}
 	allowed := false
-	for _, o := range n.cfg.CORS.AllowedOrigins {
+	for _, o := range n.live().cfg.CORS.AllowedOrigins {
 		if o == "*" || strings.EqualFold(o, origin) {
 			allowed = true
 			break
@@ -228,7 +268,7 @@ func (n *Node) cors(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Add("Vary", "Origin")
-	if n.cfg.CORS.AllowCredentials {
+	if n.live().cfg.CORS.AllowCredentials {
 		h.Set("Access-Control-Allow-Credentials", "true")
 	}
 	if r.Method == http.MethodOptions {

@@ -37,13 +37,22 @@ type tlsState struct {
 	// host: a certificate is checked against the host it is dialled at,
 	// which crypto/tls does not pass on for IP addresses.
 	meshHosts sync.Map // host -> *tls.Config
-	// upstream is the TLS configuration of each back end that has one.
-	upstream map[string]*tls.Config
+	// upstream caches the client configuration of each back-end TLS
+	// setting, so that back ends with the same settings, and a back end
+	// kept by a reload, share one connection pool.
+	mu       sync.Mutex
+	upstream map[upstreamKey]*tls.Config
+	log      logrus.FieldLogger
+}
+
+type upstreamKey struct {
+	tls        UpstreamTLS
+	serverName string
 }
 
 // newTLSState loads every file the configuration names.
 func newTLSState(cfg Config, log logrus.FieldLogger) (*tlsState, error) {
-	st := &tlsState{watcher: certs.NewWatcher(tlsReloadEvery, log.WithField("component", "tls")), upstream: map[string]*tls.Config{}}
+	st := &tlsState{watcher: certs.NewWatcher(tlsReloadEvery, log.WithField("component", "tls")), upstream: map[upstreamKey]*tls.Config{}, log: log}
 	pair := func(key, certFile, keyFile string) (*certs.Pair, error) {
 		if certFile == "" {
 			return nil, nil
@@ -110,32 +119,52 @@ func newTLSState(cfg Config, log logrus.FieldLogger) (*tlsState, error) {
 		}
 		st.admin.NextProtos = []string{"h2", "http/1.1"}
 	}
-	for _, b := range cfg.Backends {
-		t := b.TLS
-		if t == nil {
-			continue
-		}
-		key := "backends." + b.Name + ".tls"
-		roots, err := ca(key+".ca", t.CA)
-		if err != nil {
-			return nil, err
-		}
-		p, err := pair(key+".cert", t.Cert, t.Key)
-		if err != nil {
-			return nil, err
-		}
-		serverName := t.ServerName
-		if serverName == "" && b.URI != "" {
-			if u, err := url.Parse(b.URI); err == nil {
-				serverName = u.Hostname()
-			}
-		}
-		if t.InsecureSkipVerify {
-			log.WithField("backend", b.Name).Warn("backends[].tls.insecure_skip_verify is set: the back end's certificate is not checked; anyone on the path can read the stream and the node's credentials")
-		}
-		st.upstream[b.Name] = certs.ClientConfig(roots, p, serverName, t.InsecureSkipVerify)
-	}
 	return st, nil
+}
+
+// upstreamFor is the client configuration for back end b; nil when b has
+// no TLS settings (the system's roots then check an https back end).
+func (st *tlsState) upstreamFor(b BackendSpec) (*tls.Config, error) {
+	t := b.TLS
+	if t == nil {
+		return nil, nil
+	}
+	k := upstreamKey{tls: *t, serverName: t.ServerName}
+	if k.serverName == "" && b.URI != "" {
+		if u, err := url.Parse(b.URI); err == nil {
+			k.serverName = u.Hostname()
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c, ok := st.upstream[k]; ok {
+		return c, nil
+	}
+	key := "backends." + b.Name + ".tls"
+	var roots *certs.CAFile
+	if t.CA != "" {
+		c, err := certs.LoadCA(t.CA, st.log)
+		if err != nil {
+			return nil, &ConfigError{Key: key + ".ca", Reason: err.Error()}
+		}
+		st.watcher.Add(c)
+		roots = c
+	}
+	var pair *certs.Pair
+	if t.Cert != "" {
+		p, err := certs.LoadPair(t.Cert, t.Key, st.log)
+		if err != nil {
+			return nil, &ConfigError{Key: key + ".cert", Reason: err.Error()}
+		}
+		st.watcher.Add(p)
+		pair = p
+	}
+	if t.InsecureSkipVerify {
+		st.log.WithField("backend", b.Name).Warn("backends[].tls.insecure_skip_verify is set: the back end's certificate is not checked; anyone on the path can read the stream and the node's credentials")
+	}
+	c := certs.ClientConfig(roots, pair, k.serverName, t.InsecureSkipVerify)
+	st.upstream[k] = c
+	return c, nil
 }
 
 // run re-reads changed files until ctx ends.

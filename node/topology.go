@@ -36,7 +36,7 @@ func (n *Node) self() topology.Node {
 		ClientAddr: n.advertised(n.Addr()),
 		AdminAddr:  n.advertised(n.AdminAddr()),
 		Clients:    n.relay.Clients(),
-		Capacity:   n.cfg.Limits.MaxClients,
+		Capacity:   n.live().cfg.Limits.MaxClients,
 		Streams:    n.relay.Streams(),
 		State:      state,
 	}
@@ -178,8 +178,8 @@ func (n *Node) fetchJSON(ctx context.Context, addr, path string, v any) error {
 	if err != nil {
 		return err
 	}
-	if n.signer != nil {
-		req.Header.Set(meshauth.Header, n.signer.Sign(meshauth.PurposeAdmin, requestTarget(req), ""))
+	if n.live().signer != nil {
+		req.Header.Set(meshauth.Header, n.live().signer.Sign(meshauth.PurposeAdmin, requestTarget(req), ""))
 	}
 	resp, err := n.peerClient.Do(req)
 	if err != nil {

@@ -108,7 +108,7 @@ func (n *Node) pageGate(p *pageHandler) http.Handler {
 			n.renderError(w, r, &httpError{Status: http.StatusNotFound, Code: "not_found", Message: "no admin endpoint at " + r.URL.Path})
 			return
 		}
-		if n.cfg.Admin.Token != "" && !n.presentsAdminToken(r) {
+		if n.live().cfg.Admin.Token != "" && !n.presentsAdminToken(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ssemesh"`)
 			p.serve(w, http.StatusUnauthorized)
 			return

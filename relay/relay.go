@@ -56,6 +56,10 @@ type Target struct {
 	// node proves itself to it. Targets that share a *tls.Config share
 	// one connection pool; nil uses the system's roots.
 	TLS *tls.Config
+	// Version names what the requests are made of besides the URL
+	// (headers, credentials): a retarget to a target with the same URL
+	// but another version reconnects too.
+	Version string
 }
 
 // Attempt is the outcome of a failed connection, handed to the next call of
@@ -220,6 +224,31 @@ func (r *Relay) Retarget(key string) {
 	r.mu.Unlock()
 	if s != nil {
 		s.retargetSignal()
+	}
+}
+
+// End closes stream key for good: every subscriber is sent a retry hint
+// and closed, then the upstream stops. A request for key after End opens a
+// new stream. It is for a back end that was removed or moved by a reload.
+func (r *Relay) End(key string) {
+	r.mu.Lock()
+	s := r.streams[key]
+	if s != nil {
+		delete(r.streams, key)
+	}
+	r.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.drain(time.Now())
+	if !r.goOwned(func() {
+		select {
+		case <-s.drained:
+		case <-r.ctx.Done():
+		}
+		s.shutdown(errors.New("ended: its back end was removed"))
+	}) {
+		s.shutdown(errors.New("ended: its back end was removed"))
 	}
 }
 

@@ -488,7 +488,7 @@ func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int,
 			case <-s.retarget:
 			}
 			nt, err := s.target(nil)
-			if err != nil || nt.URL == cur.URL {
+			if err != nil || (nt.URL == cur.URL && nt.Version == cur.Version) {
 				continue
 			}
 			s.mu.Lock()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,13 +25,17 @@ const adminTimeout = 20 * time.Second
 
 // adminFlags are the flags every admin API subcommand shares.
 type adminFlags struct {
-	admin string
-	token string
+	admin         string
+	token         string
+	ca, cert, key string
 }
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.admin, "admin", "", "admin listener of any node: host:port or http(s)://host:port (required)")
 	fs.StringVar(&a.token, "token", "", "admin bearer token (default $"+adminTokenEnv+")")
+	fs.StringVar(&a.ca, "ca", "", "PEM file of the CA that signed an https admin listener's certificate (default: the system's roots)")
+	fs.StringVar(&a.cert, "cert", "", "client certificate (PEM) for an admin listener that asks for one (admin.tls.client_ca)")
+	fs.StringVar(&a.key, "key", "", "key of --cert")
 }
 
 // client validates the flags and builds the API client; the environment is
@@ -52,7 +58,39 @@ func (a *adminFlags) client() (*adminClient, error) {
 	if tok == "" {
 		tok = os.Getenv(adminTokenEnv)
 	}
-	return &adminClient{base: u, token: tok, http: &http.Client{Timeout: adminTimeout}}, nil
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tc, err := a.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	tr.TLSClientConfig = tc
+	return &adminClient{base: u, token: tok, http: &http.Client{Timeout: adminTimeout, Transport: tr}}, nil
+}
+
+// tlsConfig is the client's TLS configuration from --ca, --cert and --key.
+func (a *adminFlags) tlsConfig() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.ca != "" {
+		pem, err := os.ReadFile(a.ca)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --ca: %v", errUsage, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: --ca %s holds no PEM certificate", errUsage, a.ca)
+		}
+	}
+	if (a.cert == "") != (a.key == "") {
+		return nil, fmt.Errorf("%w: --cert and --key go together", errUsage)
+	}
+	if a.cert != "" {
+		pair, err := tls.LoadX509KeyPair(a.cert, a.key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --cert/--key: %v", errUsage, err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
 }
 
 // adminClient reads a node's admin API.
@@ -66,10 +104,15 @@ type adminClient struct {
 // of any answer listed in also. Other answers become errors naming the
 // node's reason.
 func (c *adminClient) get(ctx context.Context, path string, query url.Values, also ...int) (int, []byte, error) {
+	return c.do(ctx, http.MethodGet, path, query, also...)
+}
+
+// do is get with any method.
+func (c *adminClient) do(ctx context.Context, method, path string, query url.Values, also ...int) (int, []byte, error) {
 	u := *c.base
 	u.Path += path
 	u.RawQuery = query.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("admin: building request for %s: %w", u.Redacted(), err)
 	}
@@ -78,12 +121,12 @@ func (c *adminClient) get(ctx context.Context, path string, query url.Values, al
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("admin: GET %s: %w", u.Redacted(), err)
+		return 0, nil, fmt.Errorf("admin: %s %s: %w", method, u.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return 0, nil, fmt.Errorf("admin: GET %s: reading the answer: %w", u.Redacted(), err)
+		return 0, nil, fmt.Errorf("admin: %s %s: reading the answer: %w", method, u.Redacted(), err)
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp.StatusCode, body, nil
@@ -115,7 +158,7 @@ func (c *adminClient) get(ctx context.Context, path string, query url.Values, al
 	if resp.StatusCode == http.StatusUnauthorized {
 		hint = " (give the node's admin.token with --token or $" + adminTokenEnv + ")"
 	}
-	return resp.StatusCode, nil, fmt.Errorf("admin: GET %s: %s: %s%s", u.Redacted(), resp.Status, reason, hint)
+	return resp.StatusCode, nil, fmt.Errorf("admin: %s %s: %s: %s%s", method, u.Redacted(), resp.Status, reason, hint)
 }
 
 // getJSON fetches path and decodes its JSON answer into v.

@@ -4,6 +4,7 @@
 //	ssemesh demo                        a synthetic back end and an 8-node mesh, nothing installed
 //	ssemesh topology --admin host:port  the mesh's tree, from any node
 //	ssemesh status --admin host:port    one node's summary
+//	ssemesh reload --admin host:port    re-read a node's configuration
 //	ssemesh version
 //
 // This is the only place that reads flags and the environment.
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdTopology(ctx, args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(ctx, args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "ssemesh", version)
 		return 0
@@ -85,6 +88,7 @@ commands:
   topology  print the mesh's tree from any node's admin API
             (ssemesh topology --admin 127.0.0.1:9090 [--format tree|json|dot] [--stream S])
   status    print a one-screen summary of one node (ssemesh status --admin 127.0.0.1:9090)
+  reload    make a node re-read its configuration and TLS files, as SIGHUP does (ssemesh reload --admin 127.0.0.1:9090)
   version   print the version
 
 Run "ssemesh <command> -h" for a command's flags.
@@ -123,63 +127,70 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	cfg := node.DefaultConfig()
-	if *configPath != "" {
-		var err error
-		if cfg, err = node.LoadConfig(*configPath, os.LookupEnv); err != nil {
-			return err
+	build := func() (node.Config, error) {
+		cfg := node.DefaultConfig()
+		if *configPath != "" {
+			var err error
+			if cfg, err = node.LoadConfig(*configPath, os.LookupEnv); err != nil {
+				return cfg, err
+			}
 		}
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *admin != "" {
-		cfg.Admin.Listen = *admin
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
-	if *logFormat != "" {
-		cfg.Log.Format = *logFormat
-	}
-	if *maxClients != 0 {
-		cfg.Limits.MaxClients = *maxClients
-	}
-	if *nodeID != "" {
-		cfg.NodeID = *nodeID
-	}
-	if *dc != "" {
-		cfg.Mesh.DC = *dc
-	}
-	if *tier >= 0 {
-		cfg.Mesh.Tier = *tier
-	}
-	if *consul != "" {
-		cfg.Mesh.Consul.Address = *consul
-		if cfg.Mesh.Consul.Datacenter == "" {
-			cfg.Mesh.Consul.Datacenter = cfg.Mesh.DC
+		if *listen != "" {
+			cfg.Listen = *listen
 		}
-	}
-	if *gossip != "" {
-		cfg.Mesh.Gossip.Bind = *gossip
-	}
-	if len(seeds) > 0 {
-		cfg.Mesh.Gossip.Seeds = seeds
-	}
-	if *advertise != "" {
-		cfg.Mesh.Advertise = *advertise
-	}
-	if cfg.Mesh.Consul.Address != "" && cfg.Mesh.Gossip.Bind == "" {
-		cfg.Mesh.Gossip.Bind = "0.0.0.0:7946"
-	}
-	for _, b := range backends {
-		spec, err := node.ParseBackendFlag(b)
-		if err != nil {
-			return err
+		if *admin != "" {
+			cfg.Admin.Listen = *admin
 		}
-		cfg.Backends = append(cfg.Backends, spec)
+		if *logLevel != "" {
+			cfg.Log.Level = *logLevel
+		}
+		if *logFormat != "" {
+			cfg.Log.Format = *logFormat
+		}
+		if *maxClients != 0 {
+			cfg.Limits.MaxClients = *maxClients
+		}
+		if *nodeID != "" {
+			cfg.NodeID = *nodeID
+		}
+		if *dc != "" {
+			cfg.Mesh.DC = *dc
+		}
+		if *tier >= 0 {
+			cfg.Mesh.Tier = *tier
+		}
+		if *consul != "" {
+			cfg.Mesh.Consul.Address = *consul
+			if cfg.Mesh.Consul.Datacenter == "" {
+				cfg.Mesh.Consul.Datacenter = cfg.Mesh.DC
+			}
+		}
+		if *gossip != "" {
+			cfg.Mesh.Gossip.Bind = *gossip
+		}
+		if len(seeds) > 0 {
+			cfg.Mesh.Gossip.Seeds = seeds
+		}
+		if *advertise != "" {
+			cfg.Mesh.Advertise = *advertise
+		}
+		if cfg.Mesh.Consul.Address != "" && cfg.Mesh.Gossip.Bind == "" {
+			cfg.Mesh.Gossip.Bind = "0.0.0.0:7946"
+		}
+		for _, b := range backends {
+			spec, err := node.ParseBackendFlag(b)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.Backends = append(cfg.Backends, spec)
+		}
+		node.ApplySecretEnv(&cfg, os.LookupEnv)
+		return cfg, nil
 	}
-	node.ApplySecretEnv(&cfg, os.LookupEnv)
+	cfg, err := build()
+	if err != nil {
+		return err
+	}
 	// Key errors first: a misspelt key is the likelier cause of a file that
 	// seems to configure no back end.
 	if err := cfg.Validate(); err != nil {
@@ -200,7 +211,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	stopHUP := onHangup(ctx, log, n.ReloadTLS)
+	// A reload builds the configuration as above: the file and the
+	// environment as they are now, the flags as they were given.
+	n.EnableReload(build, log.SetLevel)
+	stopHUP := onHangup(ctx, log, func() error {
+		if res := n.Reload(); res.Result != "ok" {
+			return errors.New(res.Error)
+		}
+		return nil
+	})
 	defer stopHUP()
 	return n.Run(ctx)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -34,7 +35,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestHangupDoesNotStopTheNode(t *testing.T) {
+func TestHangupReloadsAndNeverStopsTheNode(t *testing.T) {
 	listen, admin := freeAddr(t), freeAddr(t)
 	conf := filepath.Join(t.TempDir(), "node.yaml")
 	src := fmt.Sprintf("listen: %s\nadmin: {listen: %s}\ndrain: 100ms\nbackends:\n  - {name: a, uri: 'http://127.0.0.1:1/x'}\n", listen, admin)
@@ -92,6 +93,23 @@ func TestHangupDoesNotStopTheNode(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/healthz after SIGHUP: %d", resp.StatusCode)
+	}
+	// `ssemesh reload` asks for the same over the admin API: the file's
+	// new limit is taken; a broken file is refused and changes nothing.
+	if err := os.WriteFile(conf, []byte(src+"limits: {max_clients: 7}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"reload", "--admin", admin}, &out, &errb); code != 0 || !strings.Contains(out.String(), "changed limits") {
+		t.Fatalf("reload: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	if err := os.WriteFile(conf, []byte(src+"limits: {max_clients: lots}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"reload", "--admin", admin}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "limits.max_clients") {
+		t.Fatalf("reload of a broken file: exit %d, stdout %q, stderr %q; want 1 naming the key", code, out.String(), errb.String())
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
