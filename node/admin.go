@@ -38,10 +38,12 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 	body := map[string]any{"status": "ready", "clients": n.relay.Clients(), "streams": n.relay.Streams()}
 	// An auth server that is down refuses clients (fail closed) but does
 	// not make the node unready: another node would refuse them too.
+	// Names only: /readyz is open, and the detail (the auth server's
+	// address and error) is for the token holders of /v1/auth.
 	var down []map[string]string
 	for _, a := range n.authReports() {
 		if !a.Healthy {
-			down = append(down, map[string]string{"backend": a.Backend, "detail": a.Detail})
+			down = append(down, map[string]string{"backend": a.Backend})
 		}
 	}
 	if len(down) > 0 {

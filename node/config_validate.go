@@ -508,7 +508,7 @@ func checkCAFile(key, file string) error {
 func checkAuth(key string, a clientauth.Config) error {
 	if err := a.Validate(); err != nil {
 		sub, reason, ok := strings.Cut(err.Error(), ": ")
-		if !ok {
+		if !ok || strings.ContainsAny(sub, " ,") {
 			return &ConfigError{Key: key, Reason: err.Error()}
 		}
 		return &ConfigError{Key: key + "." + sub, Reason: reason}

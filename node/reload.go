@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"reflect"
@@ -134,6 +135,12 @@ func (n *Node) Reload() ReloadResult {
 		if !reflect.DeepEqual(r.get(n.cfg), r.get(next)) {
 			res.Kept = append(res.Kept, r.key)
 		}
+	}
+	// What goes in force is a mix of the new file and what the node keeps
+	// until a restart: the mix must pass the checks too (a token removed
+	// while the admin listener stays off loopback, say).
+	if err := eff.Validate(); err != nil {
+		return refuse(fmt.Errorf("with the keys a reload cannot change kept as they are: %w", err))
 	}
 	lvl, err := parseLevel(eff.Log.Level)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -209,5 +210,26 @@ func TestReloadKeepsWhatNeedsARestart(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("admin API without the reloaded token: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestReloadChecksWhatGoesInForce(t *testing.T) {
+	// The admin listener stays where it is until a restart: a new file
+	// that drops the token because it moves the listener to loopback
+	// would leave the old, open listener without one.
+	_, addr := startBackend(t, backend.Config{})
+	cfg := testConfig(BackendSpec{Name: "changelog", URI: "http://" + addr + streamPath})
+	cfg.Admin.Listen = "0.0.0.0:0"
+	cfg.Admin.Token = "t0ken"
+	n, src := reloadableNode(t, cfg)
+	src.set(func(c *Config) {
+		c.Admin.Listen = "127.0.0.1:0"
+		c.Admin.Token = ""
+	})
+	if res := n.Reload(); res.Result != "refused" || !strings.Contains(res.Error, "admin.token") {
+		t.Fatalf("reload: %+v, want refused naming admin.token", res)
+	}
+	if n.live().cfg.Admin.Token != "t0ken" {
+		t.Fatal("the token was dropped")
 	}
 }
