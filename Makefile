@@ -3,10 +3,21 @@
 GO ?= go
 export GOTOOLCHAIN ?= local
 
-.PHONY: test deps demo build vet bench fuzz
+.PHONY: test deps demo build vet bench fuzz release test-deploy
 
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) test-deploy
+
+# The deployment files: Kubernetes manifests decoded into the API types and
+# checked against a real node's --check (a module of its own, so the main
+# go.mod stays small), then the release build's reproducibility, the Debian
+# package installed with dpkg, the systemd unit and the container image.
+test-deploy:
+	cd deploy/k8s && $(GO) vet ./... && $(GO) test -count=1 ./...
+	bash scripts/release.sh --out dist
+	bash scripts/release.sh --out dist --verify
+	bash scripts/test-packages.sh
 
 deps:
 	bash scripts/install-test-deps.sh
@@ -19,10 +30,17 @@ vet:
 demo:
 	$(GO) run ./cmd/ssemesh demo
 
+# -buildvcs=true: the binary records its commit (ssemesh version), whatever
+# GOFLAGS says.
 build:
 	mkdir -p bin
-	$(GO) build -o bin/ssemesh ./cmd/ssemesh
-	$(GO) build -o bin/ssemesh-bench ./cmd/ssemesh-bench
+	$(GO) build -buildvcs=true -o bin/ssemesh ./cmd/ssemesh
+	$(GO) build -buildvcs=true -o bin/ssemesh-bench ./cmd/ssemesh-bench
+
+# Static, reproducible release binaries for linux/amd64 and linux/arm64,
+# with SHA256SUMS, in dist/.
+release:
+	bash scripts/release.sh --out dist
 
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParser -fuzztime 60s ./internal/sse/

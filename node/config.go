@@ -35,6 +35,11 @@ type Config struct {
 	// client is the nearest untrusted address in X-Forwarded-For. The
 	// client address is what per-client limits count.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ProxyProtocol makes the trusted proxies' connections start with a
+	// PROXY protocol header (v1 or v2, as HAProxy and AWS NLB send it),
+	// which names the client; connections from other addresses are read
+	// as they are. Restart to change.
+	ProxyProtocol bool `yaml:"proxy_protocol"`
 	// ExposeMounts lists the mounts in the body of a 404; off by default,
 	// since the list tells a stranger what the node fronts.
 	ExposeMounts bool `yaml:"expose_mounts"`
@@ -43,8 +48,10 @@ type Config struct {
 	TLS *TLSFiles `yaml:"tls"`
 	// Auth decides who may read a stream, for every back end without an
 	// auth of its own; absent, anyone who reaches a mount may.
-	Auth  *clientauth.Config `yaml:"auth"`
-	Extra map[string]any     `yaml:",inline"` // rejected by Validate with the key's name
+	Auth *clientauth.Config `yaml:"auth"`
+	// AccessLog writes one line per client stream when it ends.
+	AccessLog AccessLogConfig `yaml:"access_log"`
+	Extra     map[string]any  `yaml:",inline"` // rejected by Validate with the key's name
 }
 
 // TLSFiles is a certificate and its key, PEM files re-read when they
@@ -367,7 +374,7 @@ func ParseConfig(raw []byte, lookup func(string) (string, bool)) (Config, error)
 	if err := yaml.Unmarshal(src, &doc); err != nil {
 		return cfg, &ConfigError{Key: "yaml", Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
-	if err := checkScalarTypes(&doc); err != nil {
+	if err := checkDocument(&doc); err != nil {
 		return cfg, err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(src))

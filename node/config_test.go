@@ -73,9 +73,9 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		name, src, key string
 	}{
 		{"unknown top-level key", "listn: 1.2.3.4:5\n", "listn"},
-		{"unknown nested key", "admin: {lissen: x}\n", "yaml"},
+		{"unknown nested key", "admin: {lissen: x}\n", "admin.lissen"},
 		{"bad listen", "listen: nowhere\n", "listen"},
-		{"bad duration", "relay: {heartbeat: soon}\n", "yaml"},
+		{"bad duration", "relay: {heartbeat: soon}\n", "relay.heartbeat"},
 		{"unset variable", "backends:\n  - name: a\n    uri: ${NOPE}\n", "line 3"},
 		{"bad uri", "backends:\n  - {name: a, uri: ftp://x/y}\n", "backends[0].uri"},
 		{"credentials in uri", "backends:\n  - {name: a, uri: 'http://u:p@x/y'}\n", "backends[0].uri"},
@@ -193,5 +193,52 @@ func TestInterpolate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.line+":") || !strings.Contains(err.Error(), "MISSING") {
 			t.Errorf("missing variable error %v should name %s and the variable", err, tc.line)
 		}
+	}
+}
+
+func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
+	src := "backends:\n" + // 1
+		"  - name: a\n" + // 2
+		"    uri: http://127.0.0.1:1/x\n" + // 3
+		"    bogus: 1\n" + // 4
+		"backend: []\n" + // 5
+		"limits:\n" + // 6
+		"  max_clients: lots\n" + // 7
+		"  max_client: 5\n" + // 8
+		"relay:\n" + // 9
+		"  heartbeat: [1]\n" // 10
+	_, err := ParseConfig([]byte(src), env(nil))
+	var es ConfigErrors
+	if !errors.As(err, &es) {
+		t.Fatalf("got %v, want ConfigErrors", err)
+	}
+	want := []string{
+		`backends[0].bogus: unknown key (line 4)`,
+		`backend: unknown key; did you mean "backends"? (line 5)`,
+		`limits.max_clients: want an integer, got "lots" (line 7)`,
+		`limits.max_client: unknown key; did you mean "max_clients"? (line 8)`,
+		`relay.heartbeat: want a duration such as "15s", got a list (line 10)`,
+	}
+	if len(es) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(es), len(want), err)
+	}
+	for i, e := range es {
+		if got := e.Key + ": " + e.Reason; got != want[i] {
+			t.Errorf("problem %d = %q, want %q", i, got, want[i])
+		}
+	}
+	// The exit status comes from errors.As(*ConfigError), and no Go type
+	// name reaches the operator.
+	var ce *ConfigError
+	if !errors.As(err, &ce) || strings.Contains(err.Error(), "node.") || strings.Contains(err.Error(), "int") && !strings.Contains(err.Error(), "integer") {
+		t.Fatalf("error %q: want a *ConfigError inside and no Go type names", err)
+	}
+}
+
+func TestCUEFileIsPointedAtTheImporter(t *testing.T) {
+	src := "server:\n  applicationConnectors:\n    - type: http\n      port: 8080\nbackends:\n  - uri: http://cs:8080/changes\n"
+	_, err := ParseConfig([]byte(src), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "ssemesh import-cue") {
+		t.Fatalf("got %v, want a pointer to ssemesh import-cue", err)
 	}
 }

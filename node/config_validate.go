@@ -59,6 +59,9 @@ func (c *Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return &ConfigError{Key: "log.format", Reason: fmt.Sprintf("want text or json, got %q", c.Log.Format)}
 	}
+	if err := c.AccessLog.validate(); err != nil {
+		return err
+	}
 	if err := c.checkLimits(); err != nil {
 		return err
 	}
@@ -78,6 +81,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
 		return err
+	}
+	if c.ProxyProtocol && len(c.TrustedProxies) == 0 {
+		return &ConfigError{Key: "proxy_protocol", Reason: "needs trusted_proxies: the load balancers whose connections start with a PROXY header (no one else's are read as one)"}
 	}
 	if _, err := c.RelayConfig(); err != nil {
 		return &ConfigError{Key: strings.SplitN(err.Error(), ":", 2)[0], Reason: strings.TrimSpace(strings.SplitN(err.Error(), ":", 2)[1])}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ssemesh/ssemesh/internal/buildinfo"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/relay"
 )
@@ -67,6 +68,8 @@ type nodeCollector struct {
 	members, consulErrors, gossipRefused             *prometheus.Desc
 	authAllowed, authRefused, authLatency            *prometheus.Desc
 	authRequests, authCacheHits, reloads             *prometheus.Desc
+	buildInfo, proxyConns                            *prometheus.Desc
+	build                                            buildinfo.Info
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
@@ -75,6 +78,9 @@ func newNodeCollector(n *Node) *nodeCollector {
 	}
 	return &nodeCollector{
 		n:                n,
+		build:            buildinfo.Get(),
+		buildInfo:        d("build_info", "The running build; always 1.", "version", "revision", "goversion"),
+		proxyConns:       d("proxy_protocol_connections_total", "Client connections by PROXY protocol outcome (proxy_protocol on): proxied, local (kept the real addresses), untrusted (not from a trusted proxy: read as they are), failed (missing or bad header: closed), shed (too many headers awaited: closed).", "result"),
 		info:             d("node_info", "Identity of this node; always 1.", "node", "dc", "tier"),
 		ready:            d("node_ready", "1 while the node accepts clients, 0 while it drains."),
 		clients:          d("clients_connected", "Subscribers attached now."),
@@ -114,7 +120,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
 		c.catchUpRefused, c.ignoredIDs, c.streamRequests, c.members, c.consulErrors, c.gossipRefused,
-		c.authAllowed, c.authRefused, c.authLatency, c.authRequests, c.authCacheHits, c.reloads,
+		c.authAllowed, c.authRefused, c.authLatency, c.authRequests, c.authCacheHits, c.reloads, c.buildInfo, c.proxyConns,
 	} {
 		ch <- d
 	}
@@ -141,6 +147,7 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 		}
 	}
 
+	gauge(c.buildInfo, 1, c.build.Version, c.build.Revision, c.build.GoVersion)
 	gauge(c.info, 1, n.cfg.NodeID, n.cfg.Mesh.DC, strconv.Itoa(n.cfg.Mesh.Tier))
 	ready := 0.0
 	if n.ready.Load() {
@@ -168,6 +175,14 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	counter(c.streamRequests, n.h2Requests.Load(), "h2")
 	counter(c.reloads, n.reloadCounts.ok.Load(), "ok")
 	counter(c.reloads, n.reloadCounts.refused.Load(), "refused")
+	if n.proxyStats != nil {
+		ps := n.proxyStats()
+		counter(c.proxyConns, ps.Proxied, "proxied")
+		counter(c.proxyConns, ps.Local, "local")
+		counter(c.proxyConns, ps.Untrusted, "untrusted")
+		counter(c.proxyConns, ps.Failed, "failed")
+		counter(c.proxyConns, ps.Shed, "shed")
+	}
 	n.live().auth.each(func(label string, au *clientauth.Auth) {
 		st := au.Stats()
 		counter(c.authAllowed, st.Allowed, label)

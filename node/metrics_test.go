@@ -3,6 +3,7 @@ package node
 import (
 	"math"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/buildinfo"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -115,6 +117,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		want   float64
 	}{
 		{"ssemesh_node_info", map[string]string{"node": "metrics-node", "dc": "dc-test", "tier": "2"}, 1},
+		{"ssemesh_build_info", map[string]string{"version": buildinfo.Get().Version, "goversion": runtime.Version()}, 1},
 		{"ssemesh_node_ready", nil, 1},
 		{"ssemesh_clients_connected", nil, clients},
 		{"ssemesh_clients_total", nil, clients},

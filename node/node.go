@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/buildinfo"
+	"github.com/ssemesh/ssemesh/internal/proxyproto"
 	"github.com/ssemesh/ssemesh/internal/ratelog"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
@@ -30,6 +33,10 @@ type Node struct {
 	cfg   Config
 	log   logrus.FieldLogger
 	relay *relay.Relay
+	// access writes the access log (access_log); reconfigured by reloads.
+	access accessLog
+	// proxyStats counts PROXY protocol outcomes; nil without proxy_protocol.
+	proxyStats func() proxyproto.Stats
 
 	mounts atomic.Pointer[[]*mount]
 	// mountsMu serialises rebuilding the mount table (a new mesh view, a
@@ -139,6 +146,12 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 	}
 	n.cur.Store(st)
 	ms, err := n.staticMounts(cfg.Backends)
+	if err == nil {
+		n.access.onErr = func(err error) {
+			n.log.WithError(err).Error("access log: write failed; lines are lost until a write succeeds")
+		}
+		err = n.access.configure(cfg.AccessLog)
+	}
 	if err != nil {
 		st.auth.close()
 		r.Close()
@@ -228,7 +241,7 @@ func (n *Node) Start() error {
 	// Over TLS, the relay writes sealed records to hijacked HTTP/1.1
 	// subscribers without blocking (relay.Listener); HTTP/2 clients are
 	// served through their response writers.
-	n.serve(n.srv, relay.Listener(ln), n.tls.client, "clients")
+	n.serve(n.srv, n.clientListener(ln), n.tls.client, "clients")
 	if n.adminLn != nil {
 		n.adminSrv = &http.Server{
 			Handler:           n.adminRouter(),
@@ -263,8 +276,29 @@ func (n *Node) Start() error {
 	if host, _, _ := net.SplitHostPort(n.cfg.Admin.Listen); n.adminLn != nil && n.live().cfg.Admin.Token == "" && !isLoopbackHost(host) {
 		n.log.WithField("admin", n.AdminAddr()).Warn("admin.insecure_no_token is set: the admin listener is reachable from other hosts without a token; anyone who reaches it reads the topology and every stream")
 	}
-	n.log.WithFields(logrus.Fields{"listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mountList()), "mesh": n.cfg.Mesh.Enabled()}).Info("node started")
+	bi := buildinfo.Get()
+	n.log.WithFields(logrus.Fields{"version": bi.Version, "revision": bi.ShortRevision(), "go": bi.GoVersion, "listen": n.Addr(), "admin": n.AdminAddr(), "backends": len(n.mountList()), "mesh": n.cfg.Mesh.Enabled()}).Info("node started")
 	return nil
+}
+
+// clientListener is what the client server accepts from: the relay's
+// listener (non-blocking TLS writes), under a PROXY protocol reader for the
+// trusted proxies' connections when proxy_protocol is on. The trusted list
+// is read per connection, so a reload's trusted_proxies apply at once.
+func (n *Node) clientListener(ln net.Listener) net.Listener {
+	cl := relay.Listener(ln)
+	if !n.cfg.ProxyProtocol {
+		return cl
+	}
+	pl := proxyproto.NewListener(cl, proxyproto.Config{
+		Trusted: func(a netip.Addr) bool { return isTrusted(a.Unmap(), n.live().trusted) },
+		OnError: func(peer netip.Addr, err error) {
+			n.logs.Log("proxy-protocol", n.log.WithField("peer", peer.String()).WithError(err), logrus.WarnLevel,
+				"connection from a trusted proxy without a valid PROXY header closed")
+		},
+	})
+	n.proxyStats = pl.Stats
+	return pl
 }
 
 // serve runs srv on ln, over TLS with tc (HTTP/2 and HTTP/1.1) when tc is
@@ -326,6 +360,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			_ = n.mesh.Shutdown()
 		}
 		n.wg.Wait()
+		n.access.close()
 		n.log.Info("stopped")
 	})
 	return err
@@ -371,15 +406,16 @@ func (n *Node) clientRouter() http.Handler {
 		return n.findMount(req.URL.EscapedPath()) != nil
 	}).Methods(http.MethodGet, http.MethodOptions).HandlerFunc(n.handleStream)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		start := time.Now()
 		if err := checkClientPath(req.URL.EscapedPath()); err != nil {
-			n.renderError(w, req, refuse(http.StatusBadRequest, codeBadPath, err.Error()))
+			n.refuseClient(w, req, start, refuse(http.StatusBadRequest, codeBadPath, err.Error()))
 			return
 		}
-		n.renderError(w, req, n.notFound())
+		n.refuseClient(w, req, start, n.notFound())
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Allow", "GET, OPTIONS")
-		n.renderError(w, req, refuse(http.StatusMethodNotAllowed, codeMethod, "method "+quoteForError(req.Method)))
+		n.refuseClient(w, req, time.Now(), refuse(http.StatusMethodNotAllowed, codeMethod, "method "+quoteForError(req.Method)))
 	})
 	return r
 }

@@ -45,6 +45,7 @@ var reloadable = []struct {
 	{"mesh.secret", func(d *Config, s Config) { d.Mesh.Secret, d.Mesh.AcceptSecrets = s.Mesh.Secret, s.Mesh.AcceptSecrets }},
 	{"drain", func(d *Config, s Config) { d.Drain = s.Drain }},
 	{"log.level", func(d *Config, s Config) { d.Log.Level = s.Log.Level }},
+	{"access_log", func(d *Config, s Config) { d.AccessLog = s.AccessLog }},
 }
 
 // restartOnly are the keys reported when a reload finds them changed:
@@ -56,6 +57,7 @@ var restartOnly = []struct {
 }{
 	{"listen", func(c Config) any { return c.Listen }},
 	{"tls", func(c Config) any { return c.TLS }},
+	{"proxy_protocol", func(c Config) any { return c.ProxyProtocol }},
 	{"node_id", func(c Config) any { return c.NodeID }},
 	{"admin.listen", func(c Config) any { return c.Admin.Listen }},
 	{"admin.tls", func(c Config) any { return c.Admin.TLS }},
@@ -97,8 +99,8 @@ var errNoSource = errors.New("this node was started without a configuration file
 // closed with a retry hint; one whose uri, headers, credentials or TLS
 // changed reconnects make-before-break, resuming from the last event), the
 // limits, CORS, trusted proxies, auth, the admin token, the mesh secret,
-// the drain period and the log level. A configuration that fails its
-// checks changes nothing.
+// the drain period, the log level and the access log (reopened, for log
+// rotation). A configuration that fails its checks changes nothing.
 func (n *Node) Reload() ReloadResult {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
@@ -151,6 +153,14 @@ func (n *Node) Reload() ReloadResult {
 	}
 	st, err := newSettings(eff, old, n.log)
 	if err != nil {
+		return refuse(err)
+	}
+	// Reopened on every reload, changed or not: after logrotate moved the
+	// file away, SIGHUP makes the node write to a new one.
+	if err := n.access.configure(eff.AccessLog); err != nil {
+		if st.auth != old.auth {
+			st.auth.close()
+		}
 		return refuse(err)
 	}
 	for _, r := range reloadable {

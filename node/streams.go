@@ -112,6 +112,7 @@ func (m *mount) upstreamURL(i int, path, query string) (*url.URL, error) {
 }
 
 func (n *Node) handleStream(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	if r.ProtoMajor == 2 {
 		n.h2Requests.Add(1)
 	} else {
@@ -122,12 +123,19 @@ func (n *Node) handleStream(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	if err := n.serveStream(w, r); err != nil {
-		n.renderError(w, r, err)
+	if err := n.serveStream(w, r, start); err != nil {
+		n.refuseClient(w, r, start, err)
 	}
 }
 
-func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
+// refuseClient answers a request on the client listener with err, and
+// writes its access log entry.
+func (n *Node) refuseClient(w http.ResponseWriter, r *http.Request, start time.Time, err error) {
+	n.renderError(w, r, err)
+	n.logRefused(r, start, asHTTPError(err))
+}
+
+func (n *Node) serveStream(w http.ResponseWriter, r *http.Request, start time.Time) error {
 	path := r.URL.EscapedPath()
 	if err := checkClientPath(path); err != nil {
 		return refuse(http.StatusBadRequest, codeBadPath, err.Error())
@@ -228,6 +236,11 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request) error {
 	defer n.waiting.Add(-1)
 
 	req.Target = n.route(key, path, cq.identity, m.spec.Name, via).target
+	var resume *string
+	if hasLastID {
+		resume = &lastID
+	}
+	req.Ended = n.streamEnded(r, start, client, peer, key, m.spec.Name, resume)
 	handed = true
 	return n.relay.Serve(w, r, req)
 }

@@ -45,6 +45,13 @@ type client struct {
 	// hint.
 	expiry  *time.Timer
 	expired atomic.Bool
+
+	// What the client was sent, for Request.Ended: ring entries (events
+	// and other blocks) and body bytes. Atomic because a child's hang-up
+	// watcher can finish the client while its owner writes.
+	events atomic.Uint64
+	bytes  atomic.Int64
+	ended  func(End) // Request.Ended
 }
 
 // rwSink writes through an http.ResponseWriter when the connection cannot
@@ -66,9 +73,12 @@ func (c *client) tryWrite(b []byte) (int, error) {
 		if err := c.tlsw.seal(b); err != nil {
 			return 0, err
 		}
+		c.bytes.Add(int64(len(b)))
 		return len(b), c.tlsw.flush(c.rawWrite)
 	}
-	return c.rawWrite(b)
+	n, err := c.rawWrite(b)
+	c.bytes.Add(int64(n))
+	return n, err
 }
 
 // owes reports bytes the client took that are not on its socket yet (TLS
@@ -112,7 +122,9 @@ func (c *client) writeBlocking(bufs [][]byte) error {
 	if c.rw != nil {
 		_ = c.rw.rc.SetWriteDeadline(time.Now().Add(timeout))
 		for _, b := range bufs {
-			if _, err := c.rw.w.Write(b); err != nil {
+			n, err := c.rw.w.Write(b)
+			c.bytes.Add(int64(n))
+			if err != nil {
 				return err
 			}
 		}
@@ -126,6 +138,7 @@ func (c *client) writeBlocking(bufs [][]byte) error {
 			if err := c.tlsw.seal(b); err != nil {
 				return err
 			}
+			c.bytes.Add(int64(len(b)))
 		}
 		return c.tlsw.flushBlocking(time.Now().Add(timeout))
 	}
@@ -133,7 +146,8 @@ func (c *client) writeBlocking(bufs [][]byte) error {
 		return err
 	}
 	nb := net.Buffers(bufs)
-	_, err := nb.WriteTo(c.conn)
+	n, err := nb.WriteTo(c.conn)
+	c.bytes.Add(n)
 	return err
 }
 
@@ -187,6 +201,10 @@ func (c *client) finish(reason string) {
 		s.mu.Lock()
 		delete(s.all, c)
 		delete(s.slow, c)
+		why := reason
+		if why == "" {
+			why = s.endReasonLocked()
+		}
 		s.mu.Unlock()
 		s.unref()
 		s.r.clients.Add(-1)
@@ -195,6 +213,9 @@ func (c *client) finish(reason string) {
 		}
 		if c.done != nil {
 			c.done()
+		}
+		if c.ended != nil {
+			c.ended(End{Events: c.events.Load(), Bytes: max(c.bytes.Load(), 0), Reason: why})
 		}
 		if reason != "" {
 			s.r.metrics.disconnect(reason)
@@ -343,6 +364,7 @@ func (c *client) catchUp() {
 		}
 		c.pos.Store(c.next)
 		s.r.metrics.Deliveries.Add(c.next - from)
+		c.events.Add(c.next - from)
 		if hb != nil {
 			hb.Reset(cfg.Heartbeat)
 		}

@@ -231,6 +231,7 @@ func (c *client) offer(b *batch) int {
 		return 0
 	}
 	delivered := int(b.last - c.next + 1)
+	c.events.Add(uint64(delivered))
 	c.next = b.last + 1
 	if n < len(data) || c.owes() {
 		c.demote(data[n:])

@@ -37,7 +37,30 @@ type Request struct {
 	// Expires, when set, is when the subscriber's credentials run out: it
 	// is closed then, with a retry hint, so it comes back with new ones.
 	Expires time.Time
+	// Ended, when set, is called once when a subscriber that was answered
+	// 200 is finished, with what it was sent and why it ended (an access
+	// log line). Refusals are returned by Serve instead.
+	Ended func(End)
 }
+
+// End describes a finished subscription.
+type End struct {
+	Events uint64 // ring entries written: events, and comment or retry blocks the upstream sent
+	Bytes  int64  // body bytes written to the connection
+	// Reason is why it ended: a disconnect reason (ReasonLag, ...), or
+	// EndClientClosed, EndDrain, EndUpstreamEnded, EndUpstreamFailed,
+	// EndClosed.
+	Reason string
+}
+
+// Why a subscription ended, besides the disconnect reasons.
+const (
+	EndClientClosed   = "client_closed"   // the client went away
+	EndDrain          = "drain"           // the node drained (shutdown or hand-off), with a retry hint
+	EndUpstreamEnded  = "upstream_ended"  // the back end ended the stream (204)
+	EndUpstreamFailed = "upstream_failed" // the stream failed for good upstream
+	EndClosed         = "closed"          // the stream was torn down (removed, relay closed)
+)
 
 // Serve attaches the subscriber to its stream and streams to it. Headers the
 // caller set on w (CORS, say) are sent along. A refusal before the response
@@ -86,7 +109,7 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		s.unref()
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStreamClosing, Reason: "stream is closing", RetryAfter: 1}
 	}
-	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child, done: sr.Done}
+	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child, done: sr.Done, ended: sr.Ended}
 	attached = true
 	if early {
 		c.next = s.ring.first
@@ -156,6 +179,8 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 			}
 		}
 		c.pending = head
+		// Bytes count the body, as on the other path: not the head.
+		c.bytes.Store(-int64(len(head)))
 		if c.child && !r.goOwned(c.watchHangup) {
 			c.finish("")
 			return nil
@@ -238,6 +263,7 @@ func (c *client) resume(ctx context.Context, lastEventID string, allow func() bo
 			return
 		}
 		s.r.metrics.Deliveries.Add(uint64(len(prefix)))
+		c.events.Add(uint64(len(prefix)))
 	}
 }
 

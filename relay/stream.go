@@ -111,6 +111,23 @@ func (s *stream) isFinished() bool {
 	return s.state == stateFailed || s.state == stateEnded || s.state == stateClosed
 }
 
+// endReasonLocked says why a subscriber finished with no reason of its own
+// ended: the stream's state tells drain, end and teardown from a client
+// that left. s.mu is held.
+func (s *stream) endReasonLocked() string {
+	switch {
+	case !s.drainBy.IsZero():
+		return EndDrain
+	case s.state == stateEnded:
+		return EndUpstreamEnded
+	case s.state == stateFailed:
+		return EndUpstreamFailed
+	case s.state == stateClosed:
+		return EndClosed
+	}
+	return EndClientClosed
+}
+
 func (s *stream) ref() {
 	s.mu.Lock()
 	s.refs++

@@ -76,8 +76,20 @@ func newTLSSink(conn net.Conn) *tlsSink {
 	if !ok {
 		return nil
 	}
-	cc, ok := tc.NetConn().(*captureConn)
-	if !ok {
+	// Wrappers between TLS and the socket (a PROXY protocol reader) are
+	// looked through: the capture is what makes the fast path possible.
+	var cc *captureConn
+	for c := tc.NetConn(); c != nil && cc == nil; {
+		if cc, ok = c.(*captureConn); ok {
+			break
+		}
+		u, can := c.(interface{ Unwrap() net.Conn })
+		if !can {
+			return nil
+		}
+		c = u.Unwrap()
+	}
+	if cc == nil {
 		return nil
 	}
 	cc.mu.Lock()

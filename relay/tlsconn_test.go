@@ -185,3 +185,51 @@ func (b *feedBackend) publishRaw(block string) {
 }
 
 var _ net.Listener = Listener(nil)
+
+// wrapConn stands for a connection wrapper between TLS and the socket,
+// such as a PROXY protocol reader.
+type wrapConn struct{ net.Conn }
+
+func (w wrapConn) Unwrap() net.Conn { return w.Conn }
+
+func TestTLSSinkLooksThroughWrappers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			defer c.Close()
+			_, _ = c.Read(make([]byte, 1))
+		}
+	}()
+	c, err := Listener(ln).Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cases := []struct {
+		name string
+		conn net.Conn
+		fast bool
+	}{
+		{"capture directly", c, true},
+		{"one wrapper", wrapConn{c}, true},
+		{"two wrappers", wrapConn{wrapConn{c}}, true},
+		{"a wrapper that hides the socket", struct{ net.Conn }{c}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := newTLSSink(tls.Server(tc.conn, &tls.Config{}))
+			if (sink != nil) != tc.fast {
+				t.Fatalf("fast path %v, want %v", sink != nil, tc.fast)
+			}
+			if sink != nil {
+				sink.cap.mu.Lock()
+				sink.cap.capturing = false
+				sink.cap.mu.Unlock()
+			}
+		})
+	}
+}

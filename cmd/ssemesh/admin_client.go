@@ -31,18 +31,38 @@ type adminFlags struct {
 }
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.admin, "admin", "", "admin listener of any node: host:port or http(s)://host:port (required)")
-	fs.StringVar(&a.token, "token", "", "admin bearer token (default $"+adminTokenEnv+")")
-	fs.StringVar(&a.ca, "ca", "", "PEM file of the CA that signed an https admin listener's certificate (default: the system's roots)")
-	fs.StringVar(&a.cert, "cert", "", "client certificate (PEM) for an admin listener that asks for one (admin.tls.client_ca)")
-	fs.StringVar(&a.key, "key", "", "key of --cert")
+	fs.StringVar(&a.admin, "admin", "", "admin listener of any node: `host:port` or http(s)://host:port (default "+defaultAdmin+", the node on this machine)")
+	fs.StringVar(&a.token, "token", "", "admin bearer `token` (the node's admin.token)")
+	fs.StringVar(&a.ca, "ca", "", "PEM `file` of the CA that signed an https admin listener's certificate (default: the system's roots)")
+	fs.StringVar(&a.cert, "cert", "", "client certificate PEM `file` for an admin listener that asks for one (admin.tls.client_ca)")
+	fs.StringVar(&a.key, "key", "", "key PEM `file` of --cert")
 }
 
-// client validates the flags and builds the API client; the environment is
-// only read when --token is not given.
+// defaultAdmin is the admin listener of a node with the embedded default:
+// on a node's own machine the admin commands need no --admin.
+const defaultAdmin = "127.0.0.1:9090"
+
+// adminEnv names the environment variables the admin flags fall back to.
+// SSEMESH_ADMIN is also what `ssemesh run` listens on, so in a container
+// `ssemesh health` finds its own node with no flag.
+var adminEnv = map[string]string{
+	"admin": "SSEMESH_ADMIN",
+	"token": adminTokenEnv,
+	"ca":    "SSEMESH_ADMIN_CA",
+	"cert":  "SSEMESH_ADMIN_CERT",
+	"key":   "SSEMESH_ADMIN_KEY",
+}
+
+// adminCommand is a command descriptor for an admin API subcommand.
+func adminCommand(name, synopsis, summary, about string) command {
+	return command{name: name, synopsis: synopsis, summary: summary, about: about, env: adminEnv,
+		notes: "Exit status: 0 done, 1 the node could not be reached or refused, 2 usage error."}
+}
+
+// client validates the flags and builds the API client.
 func (a *adminFlags) client() (*adminClient, error) {
 	if a.admin == "" {
-		return nil, fmt.Errorf("%w: --admin is required (the admin listener of any node, e.g. 127.0.0.1:9090)", errUsage)
+		a.admin = defaultAdmin
 	}
 	raw := a.admin
 	if !strings.Contains(raw, "://") {
@@ -55,9 +75,6 @@ func (a *adminFlags) client() (*adminClient, error) {
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawQuery, u.Fragment = "", ""
 	tok := a.token
-	if tok == "" {
-		tok = os.Getenv(adminTokenEnv)
-	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tc, err := a.tlsConfig()
 	if err != nil {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -263,11 +266,20 @@ func TestAdminClientTokenFromEnvironment(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Setenv(adminTokenEnv, "from-env")
 
-	for _, tc := range []struct{ flag, want string }{
-		{"", "Bearer from-env"},
-		{"from-flag", "Bearer from-flag"},
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "Bearer from-env"},
+		{[]string{"--token", "from-flag"}, "Bearer from-flag"},
 	} {
-		c, err := (&adminFlags{admin: srv.URL + "/", token: tc.flag}).client()
+		var a adminFlags
+		fs := flag.NewFlagSet("status", flag.ContinueOnError)
+		a.register(fs)
+		if err := parseFlags(fs, append([]string{"--admin", srv.URL + "/"}, tc.args...), &statusCommand, io.Discard, os.LookupEnv); err != nil {
+			t.Fatal(err)
+		}
+		c, err := a.client()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +287,7 @@ func TestAdminClientTokenFromEnvironment(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := <-seen; got != tc.want {
-			t.Errorf("--token %q: Authorization %q, want %q", tc.flag, got, tc.want)
+			t.Errorf("%v: Authorization %q, want %q", tc.args, got, tc.want)
 		}
 	}
 }

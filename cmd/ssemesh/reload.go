@@ -8,32 +8,31 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 )
 
 // errReloadRefused is a reload the node refused: the exit status says so.
 var errReloadRefused = errors.New("reload refused")
 
+var reloadCommand = func() command {
+	c := adminCommand("reload",
+		"ssemesh reload [--admin host:port]",
+		"make a node re-read its configuration and TLS files, as SIGHUP does",
+		`Asks the node to re-read its configuration file and TLS files, as SIGHUP
+does, and prints what changed and what waits for a restart.`)
+	c.notes = "Exit status: 0 the node took the new configuration, 1 it refused it (nothing changed) or could not be reached, 2 usage error."
+	return c
+}()
+
 // cmdReload asks a node to re-read its configuration (as SIGHUP does) and
 // prints what changed.
 func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var a adminFlags
 	a.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ssemesh reload --admin host:port [--token T] [--ca FILE] [--cert FILE --key FILE]")
-		fmt.Fprintln(stderr, "Asks the node to re-read its configuration file and TLS files; exits 0 when it took the new configuration, 1 when it refused it (nothing changed).")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, &reloadCommand, stdout, os.LookupEnv); err != nil {
+		return err
 	}
 	c, err := a.client()
 	if err != nil {

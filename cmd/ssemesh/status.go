@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -36,24 +36,19 @@ type statusNodes struct {
 	Unreachable []string              `json:"unreachable"`
 }
 
+var statusCommand = adminCommand("status",
+	"ssemesh status [--admin host:port]",
+	"print a one-screen summary of one node",
+	`Prints one node's state: ready or draining, its place in the mesh, its
+clients and streams with their upstreams and last errors.`)
+
 // cmdStatus prints a one-screen summary of one node.
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var a adminFlags
 	a.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ssemesh status --admin host:port [--token T]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if err := parseFlags(fs, args, &statusCommand, stdout, os.LookupEnv); err != nil {
+		return err
 	}
 	c, err := a.client()
 	if err != nil {

@@ -2,33 +2,29 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 )
+
+var topologyCommand = adminCommand("topology",
+	"ssemesh topology [--admin host:port] [--format tree|json|dot] [--stream S]",
+	"print the mesh's tree from any node's admin API",
+	`Prints the mesh as the node at --admin sees it: back ends, roots, relays and
+leaves, with each node's clients and streams, and each stream's path from the
+back end down.`)
 
 // cmdTopology prints the mesh's tree as one node sees it.
 func cmdTopology(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("topology", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var a adminFlags
 	a.register(fs)
-	format := fs.String("format", "tree", "tree, json or dot (Graphviz)")
-	stream := fs.String("stream", "", "show only this stream (its path and query as clients ask for it)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ssemesh topology --admin host:port [--token T] [--format tree|json|dot] [--stream S]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	format := fs.String("format", "tree", "`format`: tree, json or dot (Graphviz)")
+	stream := fs.String("stream", "", "show only this `stream` (its path and query as clients ask for it)")
+	if err := parseFlags(fs, args, &topologyCommand, stdout, os.LookupEnv); err != nil {
+		return err
 	}
 	q := url.Values{}
 	switch *format {

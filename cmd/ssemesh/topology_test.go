@@ -175,7 +175,6 @@ func TestTopologyFormatsAndErrors(t *testing.T) {
 		{"wrong token", []string{"--admin", admin, "--token", "nope"}, 1, "--token or $" + adminTokenEnv},
 		{"unknown stream", []string{"--admin", admin, "--token", testToken, "--stream", "/feeds/none"}, 1, "not in the topology report"},
 		{"nobody listening", []string{"--admin", "127.0.0.1:1", "--token", testToken}, 1, "127.0.0.1:1"},
-		{"no --admin", []string{"--token", testToken}, exitUsage, "--admin is required"},
 		{"bad format", []string{"--admin", admin, "--format", "svg"}, exitUsage, `--format "svg"`},
 		{"unknown flag", []string{"--admin", admin, "--colour"}, exitUsage, "flag provided but not defined"},
 		{"bad admin URL", []string{"--admin", "ftp://x"}, exitUsage, "want host:port"},

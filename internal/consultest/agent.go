@@ -46,6 +46,12 @@ type Options struct {
 	// JoinWAN lists serf WAN addresses (Agent.SerfWANAddr) of agents in other
 	// data centres to join; the join is retried until it succeeds.
 	JoinWAN []string
+	// ACLManagementToken, when set (a UUID), enables ACLs with default
+	// policy "deny" and makes this the initial management token. The agent
+	// uses it as its own agent token too, as an operator's agent token would
+	// be set, so the agent can keep its node in the catalog. Client sends it;
+	// Start returns once it is accepted.
+	ACLManagementToken string
 }
 
 // Agent is a running Consul -dev agent (a single-server data centre).
@@ -205,7 +211,7 @@ func (a *Agent) WriteService(t testing.TB, reg *api.AgentServiceRegistration) {
 // environment cannot point it at another Consul.
 func (a *Agent) Client(t testing.TB) *api.Client {
 	t.Helper()
-	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr, Scheme: "http"})
+	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr, Scheme: "http", Token: a.opts.ACLManagementToken})
 	if err != nil {
 		t.Fatalf("consultest: consul client for %s: %v", a.HTTPAddr, err)
 	}
@@ -270,6 +276,38 @@ func (a *Agent) start(timeout time.Duration) error {
 		}
 		return err
 	}
+	if err := a.waitACL(timeout); err != nil {
+		a.Stop()
+		return err
+	}
+	return nil
+}
+
+// waitACL waits until the management token is accepted: a new leader
+// creates it shortly after its election. Without ACLs it returns at once.
+func (a *Agent) waitACL(timeout time.Duration) error {
+	token := a.opts.ACLManagementToken
+	if token == "" {
+		return nil
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	url := "http://" + a.HTTPAddr + "/v1/acl/token/self"
+	err := poll(context.Background(), timeout, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("X-Consul-Token", token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the ACL management token to be accepted at %s: %w", url, err)
+	}
 	return nil
 }
 
@@ -297,6 +335,11 @@ func (a *Agent) args() []string {
 	}
 	if a.ConfigDir != "" {
 		args = append(args, "-config-dir", a.ConfigDir)
+	}
+	if tok := a.opts.ACLManagementToken; tok != "" {
+		args = append(args, "-hcl", fmt.Sprintf(
+			`acl { enabled = true default_policy = "deny" enable_token_persistence = true tokens { initial_management = %q agent = %q } }`,
+			tok, tok))
 	}
 	for _, addr := range a.opts.JoinWAN {
 		args = append(args, "-retry-join-wan", addr)
