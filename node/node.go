@@ -281,12 +281,18 @@ func (n *Node) Start() error {
 	return nil
 }
 
-// clientListener is what the client server accepts from: the relay's
-// listener (non-blocking TLS writes), under a PROXY protocol reader for the
+// clientListener is what the client server accepts from: with TLS, the
+// relay's listener (non-blocking TLS writes); under a PROXY protocol reader for the
 // trusted proxies' connections when proxy_protocol is on. The trusted list
 // is read per connection, so a reload's trusted_proxies apply at once.
 func (n *Node) clientListener(ln net.Listener) net.Listener {
-	cl := relay.Listener(ln)
+	cl := ln
+	if n.tls.client != nil {
+		// Only TLS needs the capture; a plain connection is written
+		// through its socket as it is, and the wrapper would cost every
+		// client its size.
+		cl = relay.Listener(ln)
+	}
 	if !n.cfg.ProxyProtocol {
 		return cl
 	}

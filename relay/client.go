@@ -21,10 +21,9 @@ import (
 // catch-up goroutine. It is never in both at once, so next and pending need
 // no lock.
 type client struct {
-	s      *stream
-	remote string
-	child  bool   // another mesh node
-	done   func() // Request.Done, called once at finish
+	s     *stream
+	child bool   // another mesh node
+	done  func() // Request.Done, called once at finish
 
 	conn net.Conn        // hijacked connection; nil when served through rw
 	raw  syscall.RawConn // the socket's descriptor, for non-blocking writes
@@ -87,33 +86,55 @@ func (c *client) owes() bool { return c.tlsw != nil && c.tlsw.owed() }
 
 // rawWrite writes as much of b to the socket as it takes right now.
 func (c *client) rawWrite(b []byte) (int, error) {
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for len(b) > 0 {
-			m, e := syscall.Write(int(fd), b)
-			if m > 0 {
-				n += m
-				b = b[m:]
-				continue
-			}
-			if e == syscall.EINTR {
-				continue
-			}
-			if e != syscall.EAGAIN {
-				werr = e
-				if e == nil {
-					werr = errClientGone
-				}
-			}
-			break
-		}
-		return true // one attempt: never park this writer on a full socket
-	})
+	op := writeOps.Get().(*writeOp)
+	op.b, op.n, op.err = b, 0, nil
+	err := c.raw.Write(op.fn)
+	n, werr := op.n, op.err
+	op.b, op.err = nil, nil
+	writeOps.Put(op)
 	if err != nil {
 		return n, err
 	}
 	return n, werr
+}
+
+// writeOp is one non-blocking write: its arguments, its results, and the
+// function RawConn.Write calls with the descriptor, bound to them once.
+// A closure made per write would escape to the heap: three allocations for
+// every subscriber and every event, the bulk of the garbage at fan-out.
+type writeOp struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var writeOps = sync.Pool{New: func() any {
+	op := &writeOp{}
+	op.fn = op.write
+	return op
+}}
+
+func (op *writeOp) write(fd uintptr) bool {
+	for len(op.b) > 0 {
+		m, e := syscall.Write(int(fd), op.b)
+		if m > 0 {
+			op.n += m
+			op.b = op.b[m:]
+			continue
+		}
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != syscall.EAGAIN {
+			op.err = e
+			if e == nil {
+				op.err = errClientGone
+			}
+		}
+		break
+	}
+	return true // one attempt: never park this writer on a full socket
 }
 
 // writeBlocking writes all of bufs, waiting at most WriteTimeout.
@@ -220,7 +241,7 @@ func (c *client) finish(reason string) {
 		if reason != "" {
 			s.r.metrics.disconnect(reason)
 			if reason != ReasonWriteError {
-				s.r.logs.Log("disconnect:"+reason, s.log.WithField("client", c.remote).WithField("reason", reason), logrus.InfoLevel, "slow subscriber disconnected")
+				s.r.logs.Log("disconnect:"+reason, s.log.WithField("client", c.remoteAddr()).WithField("reason", reason), logrus.InfoLevel, "slow subscriber disconnected")
 			}
 		}
 	})
@@ -258,6 +279,16 @@ func retryHint(base time.Duration) []byte {
 		ms = ms/2 + rand.Int64N(ms+1)
 	}
 	return []byte("retry: " + strconv.FormatInt(ms, 10) + "\n\n")
+}
+
+// remoteAddr is the client's address, for a log line. It is not kept in
+// the client: tens of thousands of copies of it would be read only when
+// one of them is cut.
+func (c *client) remoteAddr() string {
+	if c.conn != nil {
+		return c.conn.RemoteAddr().String()
+	}
+	return ""
 }
 
 // heartbeat is a comment line: traffic for proxies, nothing for EventSource.

@@ -109,7 +109,7 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 		s.unref()
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeStreamClosing, Reason: "stream is closing", RetryAfter: 1}
 	}
-	c := &client{s: s, remote: req.RemoteAddr, next: s.ring.head() + 1, child: sr.Child, done: sr.Done, ended: sr.Ended}
+	c := &client{s: s, next: s.ring.head() + 1, child: sr.Child, done: sr.Done, ended: sr.Ended}
 	attached = true
 	if early {
 		c.next = s.ring.first
