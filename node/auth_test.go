@@ -162,7 +162,7 @@ func TestJWTAuthorization(t *testing.T) {
 	n := startNode(t, func() Config {
 		c := testConfig(BackendSpec{Name: "feeds", URI: "http://" + be.addr + "/f/", Mount: "/feeds/", Prefix: true})
 		c.Auth = jwtCfg
-		c.Relay.DrainRetry = Duration(100 * time.Millisecond)
+		c.Relay.DrainRetry = time.Duration(100 * time.Millisecond)
 		return c
 	}())
 	base := "http://" + n.Addr()

@@ -188,11 +188,11 @@ func TestEndStatesThroughAChain(t *testing.T) {
 	}
 	single := startNode(t, func() Config {
 		c := testConfig(spec("single"))
-		c.Relay.ConnectRetries = &one
+		c.Relay.ConnectRetries = one
 		return c
 	}())
 	nodes := startMesh(t, []chainNode{{"root", 0}, {"relay", 1}, {"leaf", 2}}, []BackendSpec{spec("chain")},
-		func(c *Config) { c.Relay.ConnectRetries = &one })
+		func(c *Config) { c.Relay.ConnectRetries = one })
 	got := playEndStates(t, up, upAddr, map[string]*Node{"single": single, "chain": nodes[2]})
 	compareWithDirect(t, up, upAddr, got)
 	for i, tc := range cases {

@@ -1,18 +1,16 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/relay"
 )
@@ -25,7 +23,7 @@ type Config struct {
 	Log      LogConfig     `yaml:"log"`
 	Limits   LimitsConfig  `yaml:"limits"`
 	CORS     CORSConfig    `yaml:"cors"`
-	Relay    RelayConfig   `yaml:"relay"`
+	Relay    relay.Config  `yaml:"relay"`
 	Drain    Duration      `yaml:"drain"` // shutdown: clients are closed spread over this period
 	Backends []BackendSpec `yaml:"backends"`
 	Mesh     MeshConfig    `yaml:"mesh"`
@@ -144,31 +142,6 @@ type PerIPLimits struct {
 type CORSConfig struct {
 	AllowedOrigins   []string `yaml:"allowed_origins"` // "*" allows any
 	AllowCredentials bool     `yaml:"allow_credentials"`
-}
-
-// RelayConfig mirrors relay.Config with YAML names; zero fields keep defaults.
-type RelayConfig struct {
-	MaxEventBytes  int      `yaml:"max_event_bytes"`
-	RingEvents     int      `yaml:"ring_events"`
-	RingBytes      int64    `yaml:"ring_bytes"`
-	RingAge        Duration `yaml:"ring_age"`
-	Linger         Duration `yaml:"linger"`
-	Heartbeat      Duration `yaml:"heartbeat"`
-	ClientLagBytes int64    `yaml:"client_lag_bytes"`
-	WriteTimeout   Duration `yaml:"write_timeout"`
-	ConnectTimeout Duration `yaml:"connect_timeout"`
-	ReadyTimeout   Duration `yaml:"ready_timeout"`
-	IdleTimeout    Duration `yaml:"idle_timeout"`
-	BackoffMin     Duration `yaml:"backoff_min"`
-	BackoffMax     Duration `yaml:"backoff_max"`
-	ConnectRetries *int     `yaml:"connect_retries"`
-	CatchUpTimeout Duration `yaml:"catch_up_timeout"`
-	// CatchUpPerStream and CatchUpMax bound history fetches running at
-	// once, per stream and per node.
-	CatchUpPerStream int      `yaml:"catch_up_per_stream"`
-	CatchUpMax       int      `yaml:"catch_up_max"`
-	GapEvent         string   `yaml:"gap_event"`
-	DrainRetry       Duration `yaml:"drain_retry"`
 }
 
 // BackendSpec is one SSE back end and where clients find it on this node.
@@ -295,6 +268,7 @@ func DefaultConfig() Config {
 		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5,
 			PerIP: PerIPLimits{Connections: 1000, NewStreams: 10, Burst: 50}},
 		Drain: Duration(10 * time.Second),
+		Relay: relay.DefaultConfig(),
 		Mesh: MeshConfig{
 			DC:       "dc1",
 			Settle:   Duration(200 * time.Millisecond),
@@ -304,52 +278,40 @@ func DefaultConfig() Config {
 	}
 }
 
-// ConfigError names the key a configuration problem is about.
-type ConfigError struct {
-	Key    string
-	Reason string
-}
+// ConfigError names the key a configuration problem is about, by its path
+// in the YAML file.
+type ConfigError = cfgerr.Error
 
-func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Reason) }
+// ConfigErrors is several problems found in one pass over a file.
+type ConfigErrors = cfgerr.List
 
 var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
-// Interpolate replaces ${VAR} and ${VAR:-default} with values from lookup;
-// $$ is a literal $. A ${VAR} that is unset and has no default is an error
-// naming its line, since a silently empty credential is worse than none.
-// Comment lines (first non-blank character '#') are left as they are, so a
-// commented-out setting cannot stop the node.
-func Interpolate(src []byte, lookup func(string) (string, bool)) ([]byte, error) {
-	out := make([]byte, 0, len(src))
-	for i, line := range bytes.SplitAfter(src, []byte("\n")) {
-		if t := bytes.TrimLeft(line, " \t"); len(t) > 0 && t[0] == '#' {
-			out = append(out, line...)
-			continue
+// InterpolateValue replaces ${VAR} and ${VAR:-default} in one value with
+// values from lookup; $$ is a literal $. It returns the first variable that
+// is unset and has no default, if any, since a silently empty credential is
+// worse than none.
+func InterpolateValue(v string, lookup func(string) (string, bool)) (string, string) {
+	missing := ""
+	out := envRef.ReplaceAllStringFunc(v, func(m string) string {
+		if m == "$$" {
+			return "$"
 		}
-		missing := ""
-		line = envRef.ReplaceAllFunc(line, func(m []byte) []byte {
-			if string(m) == "$$" {
-				return []byte("$")
-			}
-			sub := envRef.FindSubmatch(m)
-			name := string(sub[1])
-			if v, ok := lookup(name); ok && (v != "" || sub[2] == nil) {
-				return []byte(v)
-			}
-			if sub[2] != nil {
-				return sub[3]
-			}
-			if missing == "" {
-				missing = name
-			}
-			return m
-		})
-		if missing != "" {
-			return nil, &ConfigError{Key: "line " + strconv.Itoa(i+1), Reason: fmt.Sprintf("environment variable %s is not set and has no default (write ${%s:-default})", missing, missing)}
+		sub := envRef.FindStringSubmatch(m)
+		name := sub[1]
+		hasDefault := sub[2] != ""
+		if val, ok := lookup(name); ok && (val != "" || !hasDefault) {
+			return val
 		}
-		out = append(out, line...)
-	}
-	return out, nil
+		if hasDefault {
+			return sub[3]
+		}
+		if missing == "" {
+			missing = name
+		}
+		return m
+	})
+	return out, missing
 }
 
 // LoadConfig reads a YAML file over the defaults, interpolating the
@@ -366,20 +328,18 @@ func LoadConfig(path string, lookup func(string) (string, bool)) (Config, error)
 // ParseConfig is LoadConfig for bytes already read.
 func ParseConfig(raw []byte, lookup func(string) (string, bool)) (Config, error) {
 	cfg := DefaultConfig()
-	src, err := Interpolate(raw, lookup)
-	if err != nil {
-		return cfg, err
-	}
+	protected, refs := protectRefs(raw)
 	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil {
-		return cfg, &ConfigError{Key: "yaml", Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+	if err := yaml.Unmarshal(protected, &doc); err != nil {
+		return cfg, &ConfigError{Key: "yaml", Reason: refs.restore(strings.TrimPrefix(err.Error(), "yaml: "))}
 	}
-	if err := checkDocument(&doc); err != nil {
+	if err := checkDocument(&doc, refs, lookup); err != nil {
 		return cfg, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if len(doc.Content) == 0 {
+		return cfg, nil
+	}
+	if err := doc.Decode(&cfg); err != nil {
 		return cfg, &ConfigError{Key: "yaml", Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	return cfg, nil
@@ -416,49 +376,4 @@ func ParseBackendFlag(v string) (BackendSpec, error) {
 		return BackendSpec{}, &ConfigError{Key: "--backend", Reason: fmt.Sprintf("want name=uri, got %q", v)}
 	}
 	return BackendSpec{Name: name, URI: uri}, nil
-}
-
-// RelayConfig applies the file's relay section over relay defaults.
-func (c *Config) RelayConfig() (relay.Config, error) {
-	r := relay.DefaultConfig()
-	rc := c.Relay
-	setInt := func(dst *int, v int) {
-		if v != 0 {
-			*dst = v
-		}
-	}
-	setI64 := func(dst *int64, v int64) {
-		if v != 0 {
-			*dst = v
-		}
-	}
-	setD := func(dst *time.Duration, v Duration) {
-		if v != 0 {
-			*dst = v.D()
-		}
-	}
-	setInt(&r.MaxEventBytes, rc.MaxEventBytes)
-	setInt(&r.RingEvents, rc.RingEvents)
-	setI64(&r.RingBytes, rc.RingBytes)
-	setD(&r.RingAge, rc.RingAge)
-	setD(&r.Linger, rc.Linger)
-	setD(&r.Heartbeat, rc.Heartbeat)
-	setI64(&r.ClientLagBytes, rc.ClientLagBytes)
-	setD(&r.WriteTimeout, rc.WriteTimeout)
-	setD(&r.ConnectTimeout, rc.ConnectTimeout)
-	setD(&r.ReadyTimeout, rc.ReadyTimeout)
-	setD(&r.IdleTimeout, rc.IdleTimeout)
-	setD(&r.BackoffMin, rc.BackoffMin)
-	setD(&r.BackoffMax, rc.BackoffMax)
-	if rc.ConnectRetries != nil {
-		r.ConnectRetries = *rc.ConnectRetries
-	}
-	setD(&r.CatchUpTimeout, rc.CatchUpTimeout)
-	setInt(&r.CatchUpPerStream, rc.CatchUpPerStream)
-	setInt(&r.CatchUpMax, rc.CatchUpMax)
-	if rc.GapEvent != "" {
-		r.GapEvent = rc.GapEvent
-	}
-	setD(&r.DrainRetry, rc.DrainRetry)
-	return r, r.Validate()
 }

@@ -2,9 +2,12 @@ package node
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ssemesh/ssemesh/relay"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -43,12 +46,26 @@ relay:
 	if cfg.Backends[1].Mount != "/live-center/feed/" || !cfg.Backends[1].Prefix {
 		t.Fatalf("backend 1 mount %q defaults to the uri's path", cfg.Backends[1].Mount)
 	}
-	rc, err := cfg.RelayConfig()
+	if rc := cfg.Relay; rc.Heartbeat != 5*time.Second || rc.RingEvents != 500 || rc.Linger != relay.DefaultConfig().Linger {
+		t.Fatalf("relay config %+v: want the file's keys over the defaults", rc)
+	}
+}
+
+// TestZeroInTheFileIsZero: a key written as zero is zero, not "the
+// default"; only an absent key keeps the default.
+func TestZeroInTheFileIsZero(t *testing.T) {
+	src := "relay:\n  linger: 0s\n  drain_retry: 0s\n  gap_event: ''\n  connect_retries: 0\n"
+	cfg, err := ParseConfig([]byte(src), env(nil))
+	if err == nil {
+		err = cfg.Validate()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc.Heartbeat != 5*time.Second || rc.RingEvents != 500 || rc.Linger == 0 {
-		t.Fatalf("relay config %+v", rc)
+	got := []any{cfg.Relay.Linger, cfg.Relay.DrainRetry, cfg.Relay.GapEvent, cfg.Relay.ConnectRetries, cfg.Relay.Heartbeat}
+	want := []any{time.Duration(0), time.Duration(0), "", 0, relay.DefaultConfig().Heartbeat}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("linger, drain_retry, gap_event, connect_retries, heartbeat = %v, want %v", got, want)
 	}
 }
 
@@ -76,7 +93,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"unknown nested key", "admin: {lissen: x}\n", "admin.lissen"},
 		{"bad listen", "listen: nowhere\n", "listen"},
 		{"bad duration", "relay: {heartbeat: soon}\n", "relay.heartbeat"},
-		{"unset variable", "backends:\n  - name: a\n    uri: ${NOPE}\n", "line 3"},
+		{"unset variable", "backends:\n  - name: a\n    uri: ${NOPE}\n", "backends[0].uri"},
 		{"bad uri", "backends:\n  - {name: a, uri: ftp://x/y}\n", "backends[0].uri"},
 		{"credentials in uri", "backends:\n  - {name: a, uri: 'http://u:p@x/y'}\n", "backends[0].uri"},
 		{"duplicate name", "backends:\n  - {name: a, uri: http://x/y}\n  - {name: a, uri: http://x/z}\n", "backends[1].name"},
@@ -164,34 +181,60 @@ func TestExplicitInsecureSwitchesAreAccepted(t *testing.T) {
 	}
 }
 
-func TestInterpolate(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"a: ${X}", "a: x"},
-		{"a: ${Y:-dflt}", "a: dflt"},
-		{"a: ${E:-dflt}", "a: dflt"}, // set but empty takes the default, as in sh
-		{"a: $${X}", "a: ${X}"},
-		{"a: $X", "a: $X"},
-		{"# token: ${MISSING}\na: ${X}", "# token: ${MISSING}\na: x"},
-		{"  # ${MISSING} in an indented comment", "  # ${MISSING} in an indented comment"},
-		{"a: ${X}\nb: ${X}\n", "a: x\nb: x\n"},
+func TestInterpolateValue(t *testing.T) {
+	tests := []struct{ in, want, missing string }{
+		{"${X}", "x", ""},
+		{"${Y:-dflt}", "dflt", ""},
+		{"${E:-dflt}", "dflt", ""}, // set but empty takes the default, as in sh
+		{"${E}", "", ""},           // set but empty, no default: empty
+		{"$${X}", "${X}", ""},
+		{"$X", "$X", ""},
+		{"pre-${X}-${X}", "pre-x-x", ""},
+		{"${MISSING}", "${MISSING}", "MISSING"},
+		{"${X} ${MISSING} ${OTHER}", "x ${MISSING} ${OTHER}", "MISSING"},
 	}
 	for _, tc := range tests {
-		got, err := Interpolate([]byte(tc.in), env(map[string]string{"X": "x", "E": ""}))
-		if err != nil || string(got) != tc.want {
-			t.Errorf("Interpolate(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		got, missing := InterpolateValue(tc.in, env(map[string]string{"X": "x", "E": ""}))
+		if got != tc.want || missing != tc.missing {
+			t.Errorf("InterpolateValue(%q) = %q, missing %q; want %q, %q", tc.in, got, missing, tc.want, tc.missing)
 		}
 	}
-	for _, tc := range []struct {
-		src  string
-		line string
-	}{
-		{"a: 1\nb: ${MISSING}\n", "line 2"},
-		// The same name with a default earlier must not move the line.
-		{"a: ${MISSING:-x}\n# ${MISSING}\nb: 2\nc: ${MISSING}\n", "line 4"},
-	} {
-		_, err := Interpolate([]byte(tc.src), env(nil))
-		if err == nil || !strings.Contains(err.Error(), tc.line+":") || !strings.Contains(err.Error(), "MISSING") {
-			t.Errorf("missing variable error %v should name %s and the variable", err, tc.line)
+}
+
+func TestInterpolationInTheFile(t *testing.T) {
+	lookup := env(map[string]string{
+		"MAX":    "500",
+		"PASS":   "p: w#rd\nadmin: {listen: 0.0.0.0:1}", // YAML inside a value stays a value
+		"ORIGIN": "https://news.example",
+		"ON":     "true",
+	})
+	src := "# token: ${NOT_SET_BUT_A_COMMENT}\n" +
+		"limits: {max_clients: ${MAX}}\n" +
+		"cors: {allowed_origins: ['${ORIGIN}'], allow_credentials: ${ON}}\n" +
+		"backends:\n" +
+		"  - name: a\n" +
+		"    uri: http://127.0.0.1:1/x\n" +
+		"    credentials: {username: u, password: ${PASS}}\n"
+	cfg, err := ParseConfig([]byte(src), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.MaxClients != 500 || !cfg.CORS.AllowCredentials || cfg.CORS.AllowedOrigins[0] != "https://news.example" {
+		t.Fatalf("typed values from variables: %+v %+v", cfg.Limits, cfg.CORS)
+	}
+	if cfg.Backends[0].Credentials.Password != "p: w#rd\nadmin: {listen: 0.0.0.0:1}" || cfg.Admin.Listen != DefaultConfig().Admin.Listen {
+		t.Fatalf("a variable's YAML changed the document: password %q, admin %q", cfg.Backends[0].Credentials.Password, cfg.Admin.Listen)
+	}
+	// A quoted reference stays a string, so a number in it is refused
+	// where a number is wanted, rather than silently typed.
+	if _, err := ParseConfig([]byte("limits: {max_clients: '${MAX}'}\n"), lookup); err == nil || !strings.Contains(err.Error(), "limits.max_clients") {
+		t.Fatalf("quoted reference for an integer: %v", err)
+	}
+	// Every missing variable is reported, with its key and line.
+	_, err = ParseConfig([]byte("a: 1\nbackends:\n  - name: a\n    uri: ${NOPE}\n    credentials: {username: ${NOPE2}}\n"), env(nil))
+	for _, want := range []string{"backends[0].uri: environment variable NOPE is not set", "(line 4)", "backends[0].credentials.username: environment variable NOPE2", "(line 5)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing variables: %v; want %q", err, want)
 		}
 	}
 }

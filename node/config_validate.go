@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/internal/iplimit"
 	"github.com/ssemesh/ssemesh/internal/meshauth"
@@ -85,8 +86,8 @@ func (c *Config) Validate() error {
 	if c.ProxyProtocol && len(c.TrustedProxies) == 0 {
 		return &ConfigError{Key: "proxy_protocol", Reason: "needs trusted_proxies: the load balancers whose connections start with a PROXY header (no one else's are read as one)"}
 	}
-	if _, err := c.RelayConfig(); err != nil {
-		return &ConfigError{Key: strings.SplitN(err.Error(), ":", 2)[0], Reason: strings.TrimSpace(strings.SplitN(err.Error(), ":", 2)[1])}
+	if err := c.Relay.Validate(); err != nil {
+		return cfgerr.Prefix("relay", err)
 	}
 	names := map[string]bool{}
 	mounts := map[string]string{}

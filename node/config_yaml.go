@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/rand"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 )
 
 // checkDocument walks a parsed YAML document along the Config type and
@@ -15,11 +18,17 @@ import (
 // scalar the decoder would otherwise bend or reject with a Go type name: it
 // stores 1.5 in an integer field as 1, and "yes"-like strings are not
 // booleans in YAML 1.2. Each problem names the key path and the line.
-func checkDocument(doc *yaml.Node) error {
+//
+// ${VAR} references are replaced first, in the parsed values (never in
+// keys or comments): a value cannot change the document's structure,
+// whatever the variable holds, and an unquoted value is typed by what it
+// became (max_clients: ${MAX} is an integer when MAX holds one).
+func checkDocument(doc *yaml.Node, refs envRefs, lookup func(string) (string, bool)) error {
 	if doc == nil || doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
 		return nil
 	}
-	var c yamlChecker
+	c := yamlChecker{lookup: lookup, refs: refs}
+	c.interpolate(doc.Content[0], "")
 	c.node(doc.Content[0], reflect.TypeOf(Config{}), "")
 	switch len(c.problems) {
 	case 0:
@@ -30,36 +39,6 @@ func checkDocument(doc *yaml.Node) error {
 	return c.problems
 }
 
-// ConfigErrors is several configuration problems found in one pass, so an
-// operator fixes a file in one round rather than one error per start.
-type ConfigErrors []*ConfigError
-
-func (es ConfigErrors) Error() string {
-	var b strings.Builder
-	if len(es) == maxConfigProblems {
-		fmt.Fprintf(&b, "config: %d problems or more (the first %d):", len(es), len(es))
-	} else {
-		fmt.Fprintf(&b, "config: %d problems:", len(es))
-	}
-	for _, e := range es {
-		fmt.Fprintf(&b, "\n  %s: %s", e.Key, e.Reason)
-	}
-	return b.String()
-}
-
-// Unwrap lets errors.As find a *ConfigError (exit status 2) among them.
-func (es ConfigErrors) Unwrap() []error {
-	out := make([]error, len(es))
-	for i, e := range es {
-		out[i] = e
-	}
-	return out
-}
-
-// maxConfigProblems bounds the report: past it, the file is likely not an
-// ssemesh configuration at all, and the first ones say so.
-const maxConfigProblems = 20
-
 var (
 	durationType   = reflect.TypeOf(Duration(0))
 	goDurationType = reflect.TypeOf(time.Duration(0))
@@ -68,10 +47,84 @@ var (
 // yamlChecker collects the problems of one document.
 type yamlChecker struct {
 	problems ConfigErrors
+	lookup   func(string) (string, bool)
+	refs     envRefs
+}
+
+// envRefs holds the ${...} references of a file while it is parsed: each
+// is replaced in the text by a token that is a valid plain scalar in any
+// YAML context, so that a reference in a flow mapping ({password:
+// ${PASS}}) parses, and put back into the values afterwards.
+type envRefs struct {
+	tokens []string // token, reference, token, reference...
+}
+
+// protectRefs replaces every ${...} reference of raw with a token ($$ is
+// left as it is: it is a literal $).
+func protectRefs(raw []byte) ([]byte, envRefs) {
+	var r envRefs
+	var salt [4]byte
+	_, _ = rand.Read(salt[:])
+	out := envRef.ReplaceAllFunc(raw, func(m []byte) []byte {
+		if string(m) == "$$" {
+			return m
+		}
+		tok := fmt.Sprintf("ssemeshref%x%d", salt, len(r.tokens)/2)
+		r.tokens = append(r.tokens, tok, string(m))
+		return []byte(tok)
+	})
+	return out, r
+}
+
+// restore puts the references back into s.
+func (r envRefs) restore(s string) string {
+	if len(r.tokens) == 0 || !strings.Contains(s, "ssemeshref") {
+		return s
+	}
+	return strings.NewReplacer(r.tokens...).Replace(s)
+}
+
+// interpolate replaces the references in every value below n.
+func (c *yamlChecker) interpolate(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		n.Value = c.refs.restore(n.Value)
+		if !strings.Contains(n.Value, "$") {
+			return
+		}
+		v, missing := InterpolateValue(n.Value, c.lookupOrNone)
+		if missing != "" {
+			c.add(path, n, fmt.Sprintf("environment variable %s is not set and has no default (write ${%s:-default})", missing, missing))
+			return
+		}
+		if v != n.Value {
+			n.Value = v
+			if n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+				n.Tag = "" // typed by its new value
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			k.Value = c.refs.restore(k.Value) // keys are not interpolated
+			c.interpolate(n.Content[i+1], joinKey(path, k.Value))
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			c.interpolate(item, fmt.Sprintf("%s[%d]", path, i))
+		}
+	}
+}
+
+func (c *yamlChecker) lookupOrNone(name string) (string, bool) {
+	if c.lookup == nil {
+		return "", false
+	}
+	return c.lookup(name)
 }
 
 func (c *yamlChecker) add(path string, n *yaml.Node, reason string) {
-	if len(c.problems) < maxConfigProblems {
+	if len(c.problems) < cfgerr.Max {
 		c.problems = append(c.problems, &ConfigError{Key: path, Reason: fmt.Sprintf("%s (line %d)", reason, n.Line)})
 	}
 }
@@ -93,14 +146,18 @@ func (c *yamlChecker) node(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
 		return
 	}
 	if t == durationType || t == goDurationType {
-		if n.Kind == yaml.ScalarNode && n.Tag == "!!int" && t == goDurationType {
-			// The decoder takes no bare number for these (auth's), not
-			// even 0.
-			c.want(n, path, `a duration with a unit, such as "15s" or "0s"`)
+		if n.Kind == yaml.ScalarNode && n.Value == "0" {
+			// A bare 0 is zero for every duration; the decoder would
+			// refuse it for a time.Duration.
+			n.Value, n.Tag, n.Style = "0s", "!!str", 0
+			return
+		}
+		if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!int" || n.ShortTag() == "!!float") {
+			c.want(n, path, `a duration with a unit, such as "15s"`)
 			return
 		}
 		if n.Kind != yaml.ScalarNode {
@@ -146,15 +203,15 @@ func (c *yamlChecker) node(n *yaml.Node, t reflect.Type, path string) {
 			c.node(n.Content[i+1], t.Elem(), joinKey(path, n.Content[i].Value))
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64, reflect.Uint32:
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 			c.want(n, path, "an integer")
 		}
 	case reflect.Float64, reflect.Float32:
-		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
+		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
 			c.want(n, path, "a number")
 		}
 	case reflect.Bool:
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
 			c.want(n, path, "true or false")
 		}
 	case reflect.String:

@@ -216,7 +216,7 @@ func TestEndStates(t *testing.T) {
 	upAddr := serve(t, up)
 	cfg := testConfig(BackendSpec{Name: "single", URI: "http://" + upAddr + "/single/", Mount: "/single", Prefix: true})
 	one := 1
-	cfg.Relay.ConnectRetries = &one
+	cfg.Relay.ConnectRetries = one
 	n := startNode(t, cfg)
 	got := playEndStates(t, up, upAddr, map[string]*Node{"single": n})
 	compareWithDirect(t, up, upAddr, got)

@@ -51,7 +51,7 @@ func TestStreamThatNeverWentLiveDoesNotLinger(t *testing.T) {
 	}))
 	n := startNode(t, func() Config {
 		c := testConfig(BackendSpec{Name: "hang", URI: "http://" + up + "/hang"})
-		c.Relay.Linger = Duration(time.Minute)
+		c.Relay.Linger = time.Duration(time.Minute)
 		return c
 	}())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -91,11 +91,11 @@ func testConfig(backends ...BackendSpec) Config {
 	cfg.NodeID = "test"
 	cfg.Drain = Duration(500 * time.Millisecond)
 	cfg.Backends = backends
-	cfg.Relay.BackoffMin = Duration(10 * time.Millisecond)
-	cfg.Relay.BackoffMax = Duration(200 * time.Millisecond)
-	cfg.Relay.Linger = Duration(200 * time.Millisecond)
-	cfg.Relay.ConnectTimeout = Duration(3 * time.Second)
-	cfg.Relay.ReadyTimeout = Duration(5 * time.Second)
+	cfg.Relay.BackoffMin = time.Duration(10 * time.Millisecond)
+	cfg.Relay.BackoffMax = time.Duration(200 * time.Millisecond)
+	cfg.Relay.Linger = time.Duration(200 * time.Millisecond)
+	cfg.Relay.ConnectTimeout = time.Duration(3 * time.Second)
+	cfg.Relay.ReadyTimeout = time.Duration(5 * time.Second)
 	// Every test client comes from 127.0.0.1: the per-address limits have
 	// tests of their own.
 	cfg.Limits.PerIP = PerIPLimits{}

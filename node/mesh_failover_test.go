@@ -107,7 +107,7 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 	tr, _ := buildTree(t, func(c *Config) {
 		c.Mesh.Handoff = Duration(handoff)
 		c.Drain = Duration(500 * time.Millisecond)
-		c.Relay.DrainRetry = Duration(200 * time.Millisecond)
+		c.Relay.DrainRetry = time.Duration(200 * time.Millisecond)
 	})
 	cs := spreadClients(t, tr.leaves, 5)
 	victim := busiest(tr.relays, tr.leaves)

@@ -45,7 +45,7 @@ func meshNode(t *testing.T, s meshSpec, mutate func(*Config)) *Node {
 	cfg.Mesh.Settle = Duration(100 * time.Millisecond)
 	cfg.Mesh.AvoidFor = Duration(5 * time.Second)
 	cfg.Mesh.Handoff = Duration(5 * time.Second)
-	cfg.Relay.ReadyTimeout = Duration(10 * time.Second)
+	cfg.Relay.ReadyTimeout = time.Duration(10 * time.Second)
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -87,7 +87,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		c.Mesh.DC = "dc-test"
 		c.Mesh.Tier = 2
 		// Cut the stalled client by its lag, as slow_test.go does.
-		c.Relay.WriteTimeout = Duration(time.Minute)
+		c.Relay.WriteTimeout = time.Duration(time.Minute)
 		c.Relay.ClientLagBytes = 256 << 10
 		c.Relay.MaxEventBytes = 64 << 10
 	})

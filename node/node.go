@@ -103,11 +103,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		cfg.NodeID = h + "-" + portOf(cfg.Listen)
 	}
 	log = log.WithField("node", cfg.NodeID)
-	rc, err := cfg.RelayConfig()
-	if err != nil {
-		return nil, err
-	}
-	r, err := relay.New(rc, log)
+	r, err := relay.New(cfg.Relay, log)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

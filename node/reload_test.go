@@ -80,7 +80,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 		return BackendSpec{Name: name, URI: "http://" + a.addr + streamPath, Mount: "/" + name, Credentials: &Credentials{Username: user, Password: "pw"}}
 	}
 	cfg := testConfig(spec("keep", keep, "u1"), spec("creds", creds, "u1"), spec("gone", gone, "u1"))
-	cfg.Relay.DrainRetry = Duration(100 * time.Millisecond)
+	cfg.Relay.DrainRetry = time.Duration(100 * time.Millisecond)
 	n, src := reloadableNode(t, cfg)
 	base := "http://" + n.Addr()
 

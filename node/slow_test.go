@@ -41,7 +41,7 @@ func TestStalledClientIsCutOthersKeepUp(t *testing.T) {
 	be, n, url := oneBackend(t, backend.Config{PayloadSize: 16 << 10}, func(c *Config) {
 		// The write deadline is long on purpose: the stalled client must be
 		// cut by its lag, while it still blocks a write, not by a timeout.
-		c.Relay.WriteTimeout = Duration(time.Minute)
+		c.Relay.WriteTimeout = time.Duration(time.Minute)
 		c.Relay.ClientLagBytes = 256 << 10
 		c.Relay.MaxEventBytes = 64 << 10
 	})

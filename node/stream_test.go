@@ -113,7 +113,7 @@ func TestUpstreamCutsResumeWithLastEventID(t *testing.T) {
 
 func TestClientResumesWithLastEventID(t *testing.T) {
 	// A long linger keeps the stream (and its ring) while nobody listens.
-	be, _, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Relay.Linger = Duration(time.Minute) })
+	be, _, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Relay.Linger = time.Duration(time.Minute) })
 	first := dial(t, url, nil)
 	watch := dial(t, url, nil)
 	be.Publish(streamPath, 10)
@@ -209,7 +209,7 @@ func TestUpstreamRefusalsReachClients(t *testing.T) {
 	}
 	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) {
 		zero := 1
-		c.Relay.ConnectRetries = &zero
+		c.Relay.ConnectRetries = zero
 		c.Backends[0].QueryParams = []string{"case"}
 	})
 	for i, tc := range tests {

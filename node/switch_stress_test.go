@@ -25,13 +25,10 @@ type switchingRelay struct {
 
 func startSwitchingRelay(t *testing.T, name string, linger time.Duration, urls ...string) *switchingRelay {
 	cfg := testConfig()
-	cfg.Relay.Linger = Duration(linger)
-	rcfg, err := cfg.RelayConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.Relay.Linger = linger
 	sr := &switchingRelay{urls: urls}
-	sr.r, err = relay.New(rcfg, testLogger(t).WithField("relay", name))
+	var err error
+	sr.r, err = relay.New(cfg.Relay, testLogger(t).WithField("relay", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +58,7 @@ func startParents(t *testing.T, addr string, n int, linger time.Duration) []stri
 	for i := range urls {
 		cfg := testConfig(BackendSpec{Name: "changelog", URI: "http://" + addr + streamPath})
 		cfg.NodeID = "parent-" + strconv.Itoa(i)
-		cfg.Relay.Linger = Duration(linger)
+		cfg.Relay.Linger = time.Duration(linger)
 		urls[i] = "http://" + startNode(t, cfg).Addr() + streamPath
 	}
 	return urls

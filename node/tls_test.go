@@ -175,7 +175,7 @@ func TestUpstreamHTTPSWithItsOwnCA(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			one := 0
 			cfg := testConfig(BackendSpec{Name: "cs", URI: uri, TLS: tc.tls})
-			cfg.Relay.ConnectRetries = &one
+			cfg.Relay.ConnectRetries = one
 			n := startNode(t, cfg)
 			st, code, _ := status(t, "http://"+n.Addr()+streamPath, nil)
 			if st != tc.status {
@@ -244,8 +244,8 @@ func TestMutualTLSBetweenNodes(t *testing.T) {
 		nodeTLS(otherCA, "rogue")(c)
 		c.Mesh.TLS.CA = meshCA.CertFile() // it trusts the mesh's servers
 		one := 0
-		c.Relay.ConnectRetries = &one
-		c.Relay.ReadyTimeout = Duration(2 * time.Second)
+		c.Relay.ConnectRetries = one
+		c.Relay.ReadyTimeout = time.Duration(2 * time.Second)
 	})
 	waitMembers(t, 3, root, leaf, rogue)
 	rc, rresp, err := dialWith(tlsClient(otherCA, true), "https://"+rogue.Addr()+streamPath, nil, nil)

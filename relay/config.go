@@ -1,68 +1,71 @@
 package relay
 
 import (
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 )
 
-// Config holds every tunable of the relay. The zero value is not usable; start
-// from DefaultConfig and override.
+// Config holds every tunable of the relay: the `relay` section of a node's
+// configuration file, where a key that is absent keeps DefaultConfig's
+// value and a zero written in the file is a zero (linger: 0s closes a
+// stream with its last subscriber). The zero Config is not usable.
 type Config struct {
 	// MaxEventBytes bounds one upstream line and one event's data. An upstream
 	// exceeding it is logged and reconnected; clients never see a cut event.
-	MaxEventBytes int
+	MaxEventBytes int `yaml:"max_event_bytes"`
 	// Ring buffer per stream: the most recent events kept for Last-Event-ID
 	// replay, bounded by count, bytes and age (whichever bites first).
-	RingEvents int
-	RingBytes  int64
-	RingAge    time.Duration
+	RingEvents int           `yaml:"ring_events"`
+	RingBytes  int64         `yaml:"ring_bytes"`
+	RingAge    time.Duration `yaml:"ring_age"`
 	// Linger keeps a stream's upstream open this long after its last client
 	// left, so a reconnecting crowd does not reopen it.
-	Linger time.Duration
+	Linger time.Duration `yaml:"linger"`
 	// Heartbeat is the interval of the comment line written to every client
 	// so proxies and load balancers keep the stream open and departed
 	// clients are found on idle streams.
-	Heartbeat time.Duration
+	Heartbeat time.Duration `yaml:"heartbeat"`
 	// ClientLagBytes is how far (in bytes) a client may fall behind the newest
 	// event before it is disconnected as a slow consumer.
-	ClientLagBytes int64
+	ClientLagBytes int64 `yaml:"client_lag_bytes"`
 	// WriteTimeout bounds one blocking write to a client that could not take
 	// data at once; missing it disconnects the client.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// ConnectTimeout bounds waiting for an upstream's response headers.
-	ConnectTimeout time.Duration
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// ReadyTimeout bounds how long a client waits for a new stream's first
 	// upstream answer before it gets 504.
-	ReadyTimeout time.Duration
+	ReadyTimeout time.Duration `yaml:"ready_timeout"`
 	// IdleTimeout: an upstream silent for longer (comments count as traffic)
 	// is considered dead and reconnected.
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// Backoff between upstream reconnects: jittered exponential from
 	// BackoffMin to BackoffMax. An upstream `retry:` field raises the floor.
-	BackoffMin time.Duration
-	BackoffMax time.Duration
+	BackoffMin time.Duration `yaml:"backoff_min"`
+	BackoffMax time.Duration `yaml:"backoff_max"`
 	// ConnectRetries is how many times one connect is retried (transport
 	// errors and 5xx) before the stream reports the failure.
-	ConnectRetries int
+	ConnectRetries int `yaml:"connect_retries"`
 	// CatchUpTimeout bounds fetching events older than the ring from
 	// upstream for a client whose Last-Event-ID the ring no longer holds.
-	CatchUpTimeout time.Duration
+	CatchUpTimeout time.Duration `yaml:"catch_up_timeout"`
 	// CatchUpPerStream and CatchUpMax bound those fetches running at once,
 	// per stream and per relay. Subscribers resuming from the same id share
 	// one fetch; a subscriber over the budget gets a gap event instead of
 	// one more request upstream.
-	CatchUpPerStream int
-	CatchUpMax       int
+	CatchUpPerStream int `yaml:"catch_up_per_stream"`
+	CatchUpMax       int `yaml:"catch_up_max"`
 	// GapEvent is the event type sent to a client whose Last-Event-ID could
 	// not be resumed without loss. Empty disables the event; the gap is then
 	// only counted (ssemesh_gaps_total) and logged.
-	GapEvent string
+	GapEvent string `yaml:"gap_event"`
 	// DrainRetry is the retry hint (ms, jittered) sent to clients closed by
 	// shutdown, so they come back spread out and elsewhere.
-	DrainRetry time.Duration
+	DrainRetry time.Duration `yaml:"drain_retry"`
 	// UserAgent is sent upstream.
-	UserAgent string
+	UserAgent string `yaml:"-"`
 }
 
 // DefaultConfig returns production defaults.
@@ -91,7 +94,7 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field, by its key in the relay section.
 func (c Config) Validate() error {
 	pos := []struct {
 		name string
@@ -118,30 +121,30 @@ func (c Config) Validate() error {
 	}
 	for _, p := range pos {
 		if !p.ok {
-			return fmt.Errorf("relay.%s: %w", p.name, errInvalid(p.name, c))
+			return &cfgerr.Error{Key: p.name, Reason: reasonInvalid(p.name, c)}
 		}
 	}
 	return nil
 }
 
-func errInvalid(name string, c Config) error {
+func reasonInvalid(name string, c Config) string {
 	switch name {
 	case "max_event_bytes":
-		return fmt.Errorf("must be at least 1024, got %d", c.MaxEventBytes)
+		return fmt.Sprintf("must be at least 1024, got %d", c.MaxEventBytes)
 	case "ring_bytes":
-		return fmt.Errorf("must hold at least one maximal event (%d bytes), got %d", c.MaxEventBytes, c.RingBytes)
+		return fmt.Sprintf("must hold at least one maximal event (%d bytes), got %d", c.MaxEventBytes, c.RingBytes)
 	case "backoff_max":
-		return fmt.Errorf("must be >= backoff_min (%s), got %s", c.BackoffMin, c.BackoffMax)
+		return fmt.Sprintf("must be >= backoff_min (%s), got %s", c.BackoffMin, c.BackoffMax)
 	case "catch_up_per_stream":
-		return fmt.Errorf("must be at least 1, got %d", c.CatchUpPerStream)
+		return fmt.Sprintf("must be at least 1, got %d", c.CatchUpPerStream)
 	case "catch_up_max":
-		return fmt.Errorf("must be >= catch_up_per_stream (%d), got %d", c.CatchUpPerStream, c.CatchUpMax)
+		return fmt.Sprintf("must be >= catch_up_per_stream (%d), got %d", c.CatchUpPerStream, c.CatchUpMax)
 	case "client_lag_bytes":
 		// Below one maximal event, a single large event would cut every
 		// client that is catching up.
-		return fmt.Errorf("must be at least 4096 and at least max_event_bytes (%d), got %d", c.MaxEventBytes, c.ClientLagBytes)
+		return fmt.Sprintf("must be at least 4096 and at least max_event_bytes (%d), got %d", c.MaxEventBytes, c.ClientLagBytes)
 	case "linger", "drain_retry", "connect_retries":
-		return errors.New("must not be negative")
+		return "must not be negative"
 	}
-	return errors.New("must be positive")
+	return "must be positive"
 }

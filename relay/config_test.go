@@ -1,8 +1,11 @@
 package relay
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 	"time"
 )
 
@@ -112,14 +115,14 @@ func TestConfigValidate(t *testing.T) {
 				}
 				return
 			}
-			if err == nil {
-				t.Fatalf("Validate() = nil, want an error for relay.%s", tc.field)
+			var fe *cfgerr.Error
+			if !errors.As(err, &fe) {
+				t.Fatalf("Validate() = %v, want a *cfgerr.Error for %s", err, tc.field)
 			}
-			prefix := "relay." + tc.field + ": "
-			if !strings.HasPrefix(err.Error(), prefix) {
-				t.Fatalf("Validate() = %q, want it to start with %q", err, prefix)
+			if fe.Key != tc.field {
+				t.Fatalf("Validate() names %q, want %q (%v)", fe.Key, tc.field, err)
 			}
-			if !strings.Contains(err.Error(), tc.detail) {
+			if !strings.Contains(fe.Reason, tc.detail) {
 				t.Fatalf("Validate() = %q, want it to contain %q", err, tc.detail)
 			}
 		})
@@ -141,9 +144,9 @@ func TestConfigValidateNamesFirstBadField(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
 			tc.mutate(&c)
-			err := c.Validate()
-			if err == nil || !strings.HasPrefix(err.Error(), "relay."+tc.field+":") {
-				t.Fatalf("Validate() = %v, want the error for relay.%s", err, tc.field)
+			var fe *cfgerr.Error
+			if err := c.Validate(); !errors.As(err, &fe) || fe.Key != tc.field {
+				t.Fatalf("Validate() = %v, want the error for %s", err, tc.field)
 			}
 		})
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 	"github.com/ssemesh/ssemesh/internal/ratelog"
 )
 
@@ -109,7 +110,7 @@ type Relay struct {
 // New builds a relay. Close must be called to release it.
 func New(cfg Config, log logrus.FieldLogger) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, cfgerr.Prefix("relay", err)
 	}
 	if log == nil {
 		l := logrus.New()

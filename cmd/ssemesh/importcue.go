@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ssemesh/ssemesh/internal/cueimport"
+	"github.com/ssemesh/ssemesh/cmd/ssemesh/cueimport"
 	"github.com/ssemesh/ssemesh/node"
 )
 

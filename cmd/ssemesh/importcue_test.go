@@ -15,15 +15,15 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/cmd/ssemesh/cueimport"
 	"github.com/ssemesh/ssemesh/internal/backend"
-	"github.com/ssemesh/ssemesh/internal/cueimport"
 	"github.com/ssemesh/ssemesh/internal/sse"
 	"github.com/ssemesh/ssemesh/node"
 )
 
 // cueTestdata is where the CUE SSE Proxy configurations of the converter's
 // tests are.
-const cueTestdata = "../../internal/cueimport/testdata"
+const cueTestdata = "cueimport/testdata"
 
 func TestImportCueExitCodes(t *testing.T) {
 	dir := t.TempDir()

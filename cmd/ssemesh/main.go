@@ -26,7 +26,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/ssemesh/ssemesh/internal/demo"
+	"github.com/ssemesh/ssemesh/cmd/ssemesh/demo"
 	"github.com/ssemesh/ssemesh/node"
 )
 

@@ -45,11 +45,11 @@ func TestTextKeepsDropwizardsMeaning(t *testing.T) {
 			}
 			// ssemesh's own interpolation, on the written text, reads the
 			// same value.
-			got, err := node.Interpolate([]byte(txt.ssemesh()), lookupIn(env))
-			if err != nil {
-				t.Fatal(err)
+			got, missing := node.InterpolateValue(txt.ssemesh(), lookupIn(env))
+			if missing != "" {
+				t.Fatalf("variable %s unset", missing)
 			}
-			if string(got) != tc.reads {
+			if got != tc.reads {
 				t.Errorf("ssemesh reads %q, want %q", got, tc.reads)
 			}
 		})

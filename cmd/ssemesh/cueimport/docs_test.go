@@ -11,7 +11,7 @@ import (
 // drift from the command. (The node's tests check that the result is a
 // valid configuration, as they do for every example under /etc/ssemesh/.)
 func TestMigrationGuideWorkedExample(t *testing.T) {
-	raw, err := os.ReadFile("../../docs/migrating-from-cue.md")
+	raw, err := os.ReadFile("../../../docs/migrating-from-cue.md")
 	if err != nil {
 		t.Fatal(err)
 	}
