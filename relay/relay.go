@@ -188,23 +188,30 @@ func (r *Relay) goOwned(f func()) bool {
 }
 
 // acquire returns the stream for key, creating it (and its upstream) on first
-// use, with one reference taken for the caller.
-func (r *Relay) acquire(key string, target TargetFunc, lastEventID string, hasLastEventID bool) (*stream, error) {
+// use, with one reference taken for the caller. early reports whether the
+// caller arrived before the upstream answered: it is decided here, under the
+// table lock, because a fast upstream can go live before the caller looks.
+func (r *Relay) acquire(key string, target TargetFunc, lastEventID string, hasLastEventID bool) (s *stream, early bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopping {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, Reason: "node is shutting down", RetryAfter: 1}
+		return nil, false, &Error{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, Reason: "node is shutting down", RetryAfter: 1}
 	}
-	s := r.streams[key]
+	s = r.streams[key]
 	if s == nil || s.isFinished() {
 		s = newStream(r, key, target, lastEventID, hasLastEventID)
 		r.streams[key] = s
 		r.wg.Add(2)
 		go func() { defer r.wg.Done(); s.runUpstream() }()
 		go func() { defer r.wg.Done(); s.runDispatcher() }()
+		early = true
+	} else {
+		s.mu.Lock()
+		early = s.state == stateConnecting
+		s.mu.Unlock()
 	}
 	s.ref()
-	return s, nil
+	return s, early, nil
 }
 
 // forget removes s from the table if it is still the registered stream.

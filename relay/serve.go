@@ -75,16 +75,13 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 			sr.Done()
 		}
 	}()
-	s, err := r.acquire(sr.Key, sr.Target, sr.LastEventID, sr.HasLastEventID)
-	if err != nil {
-		return err
-	}
 	// A subscriber that arrives before the upstream answered is owed
 	// everything from the stream's start: back ends often send a snapshot
 	// or welcome event the moment they connect.
-	s.mu.Lock()
-	early := s.state == stateConnecting
-	s.mu.Unlock()
+	s, early, err := r.acquire(sr.Key, sr.Target, sr.LastEventID, sr.HasLastEventID)
+	if err != nil {
+		return err
+	}
 	ready := time.NewTimer(r.cfg.ReadyTimeout)
 	defer ready.Stop()
 	select {
