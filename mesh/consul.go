@@ -2,11 +2,9 @@ package mesh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"reflect"
 	"slices"
 	"sort"
@@ -15,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/ssemesh/ssemesh/internal/retry"
 )
 
 // Service meta keys read from back-end registrations.
@@ -34,10 +34,6 @@ const (
 	NodeMetaClient   = "client"
 	NodeMetaCapacity = "capacity"
 )
-
-// shortCallTimeout bounds Consul calls that are not blocking queries, in
-// case an agent accepts connections but never answers.
-const shortCallTimeout = 10 * time.Second
 
 // consulState is what Consul told this node, guarded by Mesh.mu.
 type consulState struct {
@@ -80,41 +76,6 @@ func (s *consulState) status() (bool, string) {
 	}
 	sort.Strings(keys)
 	return false, s.errs[keys[0]].Error()
-}
-
-func newConsulClients(cc ConsulConfig) (watch, short *api.Client, err error) {
-	// DefaultConfig reads the CONSUL_* environment (TLS files, SSL, token),
-	// so both clients honour the same TLS settings; the address, token and
-	// data centre given in the configuration take precedence.
-	base := api.DefaultConfig()
-	base.Address = cc.Address
-	if cc.Token != "" {
-		base.Token = cc.Token
-	}
-	base.Datacenter = cc.Datacenter
-	client := func(timeout time.Duration) (*api.Client, error) {
-		hc, err := api.NewHttpClient(http.DefaultTransport.(*http.Transport).Clone(), base.TLSConfig)
-		if err != nil {
-			return nil, fmt.Errorf("mesh: consul http client: %w", err)
-		}
-		hc.Timeout = timeout
-		conf := *base
-		conf.HttpClient = hc
-		c, err := api.NewClient(&conf)
-		if err != nil {
-			return nil, fmt.Errorf("mesh: consul client for %s: %w", cc.Address, err)
-		}
-		return c, nil
-	}
-	// Blocking queries hold the request for up to WaitTime: no client
-	// timeout on the watch client; contexts bound each call instead.
-	if watch, err = client(0); err != nil {
-		return nil, nil, err
-	}
-	if short, err = client(shortCallTimeout); err != nil {
-		return nil, nil, err
-	}
-	return watch, short, nil
 }
 
 // consulResult records the outcome of one query of source. An outage is
@@ -200,7 +161,7 @@ type limiter struct {
 }
 
 func (l *limiter) wait(ctx context.Context) bool {
-	ok := sleepCtx(ctx, time.Until(l.last.Add(l.min)))
+	ok := retry.Sleep(ctx, time.Until(l.last.Add(l.min)))
 	l.last = time.Now()
 	return ok
 }
@@ -216,10 +177,7 @@ func (m *Mesh) watchServices(ctx context.Context) {
 			cancel()
 		}
 	}()
-	query := func(q *api.QueryOptions) (map[string][]string, *api.QueryMeta, error) {
-		return m.consul.Catalog().Services(q)
-	}
-	blockingWatch(ctx, m, source, "mesh: consul watch of services", query, func(services map[string][]string) bool {
+	blockingWatch(ctx, m, source, "mesh: consul watch of services", cc.WaitTime, m.consul.Services, func(services map[string][]string) bool {
 		wanted := make(map[string]bool)
 		for name, tags := range services {
 			if name != cc.Service && slices.Contains(tags, cc.Tag) {
@@ -264,38 +222,43 @@ func (m *Mesh) watchServices(ctx context.Context) {
 	})
 }
 
-// blockingWatch runs query as a Consul blocking query until ctx ends or
-// apply returns false: rate limited to one query per MinQueryInterval, the
-// index carried from answer to answer, errors reported under source (what
-// prefixes them) and retried with backoff. After an error the index starts
-// over from 0: an agent that lost its state while unreachable may never
-// reach the old index, and the query would block on it.
-func blockingWatch[T any](ctx context.Context, m *Mesh, source, what string, query func(*api.QueryOptions) (T, *api.QueryMeta, error), apply func(T) bool) {
+// blockingWatch runs query as a Consul blocking query of this data centre,
+// each blocking for at most wait, until ctx ends or apply returns false:
+// rate limited to one query per MinQueryInterval, the index carried from
+// answer to answer, errors reported under source (what prefixes them) and
+// retried with backoff. After an error the index starts over from 0: an
+// agent that lost its state while unreachable may never reach the old
+// index, and the query would block on it.
+func blockingWatch[T any](ctx context.Context, m *Mesh, source, what string, wait time.Duration, query func(context.Context, consulQuery) (T, uint64, error), apply func(T) bool) {
 	cc := m.cfg.Consul
 	lim := limiter{min: cc.MinQueryInterval}
-	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	bo := m.consulBackoff()
 	var idx uint64
 	for lim.wait(ctx) {
-		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.WaitTime, Datacenter: cc.Datacenter}).WithContext(ctx)
-		v, meta, err := query(q)
+		v, last, err := query(ctx, consulQuery{DC: cc.Datacenter, Index: idx, Wait: wait})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			m.consulResult(ctx, source, fmt.Errorf("%s: %w", what, err))
 			idx = 0
-			if !sleepCtx(ctx, bo.next()) {
+			if !retry.Sleep(ctx, bo.Next()) {
 				return
 			}
 			continue
 		}
 		m.consulResult(ctx, source, nil)
-		bo.reset()
-		idx = nextIndex(idx, meta.LastIndex)
+		bo.Reset()
+		idx = nextIndex(idx, last)
 		if !apply(v) {
 			return
 		}
 	}
+}
+
+// consulBackoff paces the retries of one Consul loop after errors.
+func (m *Mesh) consulBackoff() retry.Backoff {
+	return retry.Backoff{Min: m.cfg.Consul.MinQueryInterval, Max: m.cfg.Consul.RetryMax, Jitter: retry.HalfJitter}
 }
 
 func backendSource(name string) string { return "backend " + name }
@@ -304,10 +267,10 @@ func backendSource(name string) string { return "backend " + name }
 func (m *Mesh) watchBackend(ctx context.Context, name string) {
 	cc := m.cfg.Consul
 	source := backendSource(name)
-	query := func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
-		return m.consul.Health().Service(name, cc.Tag, true, q)
+	query := func(ctx context.Context, q consulQuery) ([]*api.ServiceEntry, uint64, error) {
+		return m.consul.Passing(ctx, name, cc.Tag, q)
 	}
-	blockingWatch(ctx, m, source, fmt.Sprintf("mesh: consul watch %q", name), query, func(entries []*api.ServiceEntry) bool {
+	blockingWatch(ctx, m, source, fmt.Sprintf("mesh: consul watch %q", name), cc.WaitTime, query, func(entries []*api.ServiceEntry) bool {
 		m.mu.Lock()
 		if ctx.Err() != nil {
 			m.mu.Unlock()
@@ -399,7 +362,7 @@ func cleanPath(p string) string {
 func (m *Mesh) registerLoop(ctx context.Context) {
 	const source = "registration"
 	cc := m.cfg.Consul
-	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	bo := m.consulBackoff()
 	for {
 		wait := cc.PollInterval
 		registered, err := m.ensureRegistered(ctx)
@@ -408,15 +371,15 @@ func (m *Mesh) registerLoop(ctx context.Context) {
 			return
 		case err != nil:
 			m.consulResult(ctx, source, err)
-			wait = bo.next()
+			wait = bo.Next()
 		default:
 			m.consulResult(ctx, source, nil)
-			bo.reset()
+			bo.Reset()
 			if registered {
 				m.log.WithField("service", cc.Service).Info("mesh: registered in consul")
 			}
 		}
-		if !sleepCtx(ctx, wait) {
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
 	}
@@ -453,18 +416,17 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 			DeregisterCriticalServiceAfter: cc.DeregisterAfter.String(),
 		},
 	}
-	svc, _, err := m.consulShort.Agent().Service(m.cfg.NodeID, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil && !isNotFound(err) {
+	svc, err := m.consul.AgentService(ctx, m.cfg.NodeID)
+	if err != nil {
 		return false, fmt.Errorf("mesh: consul: reading own registration: %w", err)
 	}
 	// A node restarted under the same ID finds its old registration, with
 	// the addresses of its previous life: peers would join and dial those.
 	// Only a registration that matches this process is left alone.
-	if err == nil && svc != nil && sameRegistration(svc, reg) {
+	if svc != nil && sameRegistration(svc, reg) {
 		return false, nil
 	}
-	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
-	if err := m.consulShort.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+	if err := m.consul.Register(ctx, reg); err != nil {
 		return false, fmt.Errorf("mesh: consul: registering %s as %q: %w", m.cfg.NodeID, cc.Service, err)
 	}
 	return true, nil
@@ -490,18 +452,12 @@ func (m *Mesh) adminScheme() string {
 	return "http"
 }
 
-func isNotFound(err error) bool {
-	var se api.StatusError
-	return errors.As(err, &se) && se.Code == http.StatusNotFound
-}
-
 // deregisterLocked removes this node's registration; lifeMu must be held.
 func (m *Mesh) deregisterLocked(ctx context.Context) error {
 	if m.consul == nil || m.deregged {
 		return nil
 	}
-	err := m.consulShort.Agent().ServiceDeregisterOpts(m.cfg.NodeID, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil && !isNotFound(err) {
+	if err := m.consul.Deregister(ctx, m.cfg.NodeID); err != nil {
 		return fmt.Errorf("mesh: consul: deregistering %s: %w", m.cfg.NodeID, err)
 	}
 	m.deregged = true
@@ -512,29 +468,11 @@ func (m *Mesh) deregisterLocked(ctx context.Context) error {
 // nodes that are not live gossip peers yet. The query blocks for at most
 // PollInterval, so a failed join is retried that often.
 func (m *Mesh) joinFromConsul(ctx context.Context) {
-	const source = "peers"
 	cc := m.cfg.Consul
-	lim := limiter{min: cc.MinQueryInterval}
-	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
-	var idx uint64
-	for lim.wait(ctx) {
-		q := (&api.QueryOptions{WaitIndex: idx, WaitTime: cc.PollInterval, Datacenter: cc.Datacenter}).WithContext(ctx)
-		entries, meta, err := m.consul.Health().Service(cc.Service, "", true, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.consulResult(ctx, source, fmt.Errorf("mesh: consul watch of peers %q: %w", cc.Service, err))
-			idx = 0
-			if !sleepCtx(ctx, bo.next()) {
-				return
-			}
-			continue
-		}
-		m.consulResult(ctx, source, nil)
-		bo.reset()
-		idx = nextIndex(idx, meta.LastIndex)
-
+	query := func(ctx context.Context, q consulQuery) ([]*api.ServiceEntry, uint64, error) {
+		return m.consul.Passing(ctx, cc.Service, "", q)
+	}
+	blockingWatch(ctx, m, "peers", fmt.Sprintf("mesh: consul watch of peers %q", cc.Service), cc.PollInterval, query, func(entries []*api.ServiceEntry) bool {
 		var addrs []string
 		m.mu.Lock()
 		for _, e := range entries {
@@ -548,14 +486,13 @@ func (m *Mesh) joinFromConsul(ctx context.Context) {
 			addrs = append(addrs, addr)
 		}
 		m.mu.Unlock()
-		if len(addrs) == 0 {
-			continue
+		if len(addrs) > 0 {
+			if n, err := m.ml.Join(addrs); err != nil {
+				m.log.WithError(err).WithField("joined", n).Debug("mesh: joining peers found in consul")
+			}
 		}
-		n, err := m.ml.Join(addrs)
-		if err != nil {
-			m.log.WithError(err).WithField("joined", n).Debug("mesh: joining peers found in consul")
-		}
-	}
+		return true
+	})
 }
 
 // watchOtherDCs polls the passing nodes of every other data centre; they
@@ -564,25 +501,22 @@ func (m *Mesh) joinFromConsul(ctx context.Context) {
 func (m *Mesh) watchOtherDCs(ctx context.Context) {
 	const source = "datacenters"
 	cc := m.cfg.Consul
-	bo := newBackoff(cc.MinQueryInterval, cc.RetryMax)
+	bo := m.consulBackoff()
 	for {
 		wait := cc.PollInterval
-		// Catalog().Datacenters takes no context; the raw query does, so
-		// Shutdown never waits on a hung agent.
-		var dcs []string
-		_, err := m.consulShort.Raw().Query("/v1/catalog/datacenters", &dcs, (&api.QueryOptions{}).WithContext(ctx))
+		dcs, err := m.consul.Datacenters(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
 			m.consulResult(ctx, source, fmt.Errorf("mesh: consul: listing data centres: %w", err))
-			wait = bo.next()
+			wait = bo.Next()
 		default:
 			m.consulResult(ctx, source, nil)
-			bo.reset()
+			bo.Reset()
 			m.refreshDCs(ctx, dcs)
 		}
-		if !sleepCtx(ctx, wait) {
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
 	}
@@ -596,8 +530,7 @@ func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
 		if dc == cc.Datacenter {
 			continue
 		}
-		q := (&api.QueryOptions{Datacenter: dc}).WithContext(ctx)
-		entries, _, err := m.consulShort.Health().Service(cc.Service, "", true, q)
+		entries, _, err := m.consul.Passing(ctx, cc.Service, "", consulQuery{DC: dc})
 		if ctx.Err() != nil {
 			return
 		}
@@ -680,8 +613,8 @@ func remoteMember(dc string, e *api.ServiceEntry) Member {
 // (and where the back end lives, which decides the stream's owner).
 func (m *Mesh) remoteBackendsOf(ctx context.Context, dc string) ([]Backend, bool) {
 	cc := m.cfg.Consul
-	q := (&api.QueryOptions{Datacenter: dc}).WithContext(ctx)
-	services, _, err := m.consulShort.Catalog().Services(q)
+	q := consulQuery{DC: dc}
+	services, _, err := m.consul.Services(ctx, q)
 	if err != nil {
 		return nil, false
 	}
@@ -690,7 +623,7 @@ func (m *Mesh) remoteBackendsOf(ctx context.Context, dc string) ([]Backend, bool
 		if name == cc.Service || !slices.Contains(tags, cc.Tag) {
 			continue
 		}
-		entries, _, err := m.consulShort.Health().Service(name, cc.Tag, true, q)
+		entries, _, err := m.consul.Passing(ctx, name, cc.Tag, q)
 		if err != nil {
 			return nil, false
 		}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/sirupsen/logrus"
+
+	"github.com/ssemesh/ssemesh/internal/retry"
 )
 
 // gossipLabel is prefixed to every gossip packet, so an ssemesh node that
@@ -33,6 +35,7 @@ const (
 	fastReclaim        = time.Second
 	reclaimAfter       = 10 * time.Second
 	rejoinInterval     = 10 * time.Second
+	seedRetryMin       = 200 * time.Millisecond // first wait after a failed seed join
 )
 
 func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
@@ -93,6 +96,9 @@ func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
 	conf.Ping = d
 	conf.Alive = d
 	conf.Logger = log.New(&logWriter{log: m.log.WithField("subsystem", "memberlist"), onSuspect: m.onSuspect}, "", 0)
+	if m.tweakGossip != nil {
+		m.tweakGossip(conf)
+	}
 	return conf, nil
 }
 
@@ -206,9 +212,17 @@ func (m *Mesh) notePeer(n *memberlist.Node, gone bool) {
 	m.markDirty()
 }
 
-// onSuspect records that this node's probes of a member failed. memberlist
-// has no event for suspicion and the node structs it hands out are updated
-// in place under its lock, so its log line is the one race-free signal.
+// onSuspect records that this node's own probe of a member failed.
+//
+// memberlist tells no delegate about suspicion: EventDelegate hears joins,
+// metadata updates and departures, PingDelegate only answered probes,
+// AliveDelegate only alive messages. Nor can the state be read back: the
+// State field of the Nodes it hands out (Members, events) is never set, as
+// its own member records keep the state in a field of their own. The line
+// it logs when its probe of a member goes unanswered ("Suspect <name> has
+// failed, no acks received"), just before it marks the member suspect, is
+// the one per-member signal; logWriter turns it into this call, and
+// TestGossipDetectsFailure fails if a memberlist upgrade loses it.
 func (m *Mesh) onSuspect(name string) {
 	m.mu.Lock()
 	p, ok := m.peers[name]
@@ -275,7 +289,7 @@ func (m *Mesh) aliveGossipPeers() int {
 func (m *Mesh) reclaimJoin(ctx context.Context) {
 	reclaim := m.reclaimTime()
 	for _, at := range []time.Duration{reclaim / 2, reclaim, 2 * reclaim, 4 * reclaim} {
-		if !sleepCtx(ctx, time.Until(m.startedAt.Add(at+reclaim/4))) {
+		if !retry.Sleep(ctx, time.Until(m.startedAt.Add(at+reclaim/4))) {
 			return
 		}
 		// Addresses as copied in notePeer: memberlist's own node structs
@@ -308,34 +322,32 @@ func (m *Mesh) reclaimTime() time.Duration {
 // seedLoop joins the seeds whenever this node has no live peer: at start,
 // and again after a partition or a restart of the whole data centre.
 func (m *Mesh) seedLoop(ctx context.Context) {
-	bo := newBackoff(200*time.Millisecond, m.cfg.Consul.RetryMax)
+	bo := retry.Backoff{Min: seedRetryMin, Max: m.cfg.Consul.RetryMax, Jitter: retry.HalfJitter}
 	every := rejoinInterval
 	if m.cfg.Gossip.Fast {
 		every = fastRejoin
 	}
-	failures := 0
+	var failures retry.Failures
 	for {
 		wait := every
 		if m.aliveGossipPeers() == 0 {
 			n, err := m.ml.Join(m.cfg.Gossip.Seeds)
 			switch {
 			case err != nil && n == 0:
-				failures++
-				if failures == 1 || failures%10 == 0 {
-					m.log.WithError(err).WithField("failures", failures).Warn("mesh: joining gossip seeds failed; retrying")
+				if count, log := failures.Add(); log {
+					m.log.WithError(err).WithField("failures", count).Warn("mesh: joining gossip seeds failed; retrying")
 				}
-				wait = bo.next()
+				wait = bo.Next()
 			default:
-				if failures > 0 {
+				if failures.Reset() > 0 {
 					m.log.WithField("joined", n).Info("mesh: joined gossip seeds")
 				} else {
 					m.log.WithField("joined", n).Debug("mesh: joined gossip seeds")
 				}
-				failures = 0
-				bo.reset()
+				bo.Reset()
 			}
 		}
-		if !sleepCtx(ctx, wait) {
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
 	}
@@ -350,7 +362,7 @@ func (m *Mesh) loadLoop(ctx context.Context) {
 			return
 		case <-m.loadCh:
 		}
-		if !sleepCtx(ctx, time.Until(last.Add(m.cfg.MetaInterval))) {
+		if !retry.Sleep(ctx, time.Until(last.Add(m.cfg.MetaInterval))) {
 			return
 		}
 		last = time.Now()
@@ -361,20 +373,5 @@ func (m *Mesh) loadLoop(ctx context.Context) {
 			}
 		}
 		m.lifeMu.Unlock()
-	}
-}
-
-// sleepCtx waits d (returning at once when d <= 0); false means ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

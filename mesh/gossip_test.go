@@ -302,36 +302,6 @@ func TestNextIndex(t *testing.T) {
 	}
 }
 
-func TestBackoffBoundsAndJitter(t *testing.T) {
-	b := newBackoff(100*time.Millisecond, time.Second)
-	ceil := 100 * time.Millisecond
-	for i := range 10 {
-		d := b.next()
-		if d < ceil/2 || d > ceil {
-			t.Fatalf("step %d: %s outside [%s, %s]", i, d, ceil/2, ceil)
-		}
-		ceil = min(ceil*2, time.Second)
-	}
-	b.reset()
-	if d := b.next(); d > 100*time.Millisecond {
-		t.Fatalf("after reset: %s", d)
-	}
-}
-
-func TestLogWriterSpotsSuspicion(t *testing.T) {
-	var got []string
-	w := &logWriter{log: testLogger(t), onSuspect: func(n string) { got = append(got, n) }}
-	lines := "[INFO] memberlist: Suspect node-7 has failed, no acks received\n" +
-		"[DEBUG] memberlist: Failed UDP ping: node-8 (timeout reached)\n" +
-		"[INFO] memberlist: Marking node-9 as failed, suspect timeout reached (0 peer confirmations)\n"
-	if n, err := w.Write([]byte(lines)); err != nil || n != len(lines) {
-		t.Fatalf("Write: %d, %v", n, err)
-	}
-	if len(got) != 1 || got[0] != "node-7" {
-		t.Fatalf("suspects: %v", got)
-	}
-}
-
 func TestChangedCoalescesBursts(t *testing.T) {
 	cfg := testConfig(t, "a")
 	cfg.Settle = 200 * time.Millisecond

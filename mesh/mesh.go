@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/memberlist"
 	"github.com/sirupsen/logrus"
 )
@@ -51,8 +50,10 @@ type Mesh struct {
 	// waits behind a gossip push holding lifeMu.
 	gossipAddr atomic.Pointer[string]
 
-	consul      *api.Client // blocking queries: no overall timeout
-	consulShort *api.Client // one-shot calls: bounded by a timeout
+	consul consulAPI // nil without Consul
+	// tweakGossip, when set (by tests), adjusts memberlist's configuration
+	// last, before Start creates the gossip layer.
+	tweakGossip func(*memberlist.Config)
 
 	mu       sync.Mutex // guards the fields below; never held over a memberlist call
 	peers    map[string]*peer
@@ -84,7 +85,11 @@ func CheckConfig(cfg Config) error {
 }
 
 // New validates cfg and prepares a Mesh; nothing runs until Start.
-func New(cfg Config) (*Mesh, error) {
+func New(cfg Config) (*Mesh, error) { return newMesh(cfg, nil) }
+
+// newMesh is New with the Consul API given; nil means a client of
+// cfg.Consul.Address when that is set.
+func newMesh(cfg Config, consul consulAPI) (*Mesh, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mesh: invalid config: %w", err)
@@ -118,11 +123,15 @@ func New(cfg Config) (*Mesh, error) {
 		}
 		m.acceptKeys = append(m.acceptKeys, k)
 	}
-	if cfg.Consul.Address != "" {
-		var err error
-		if m.consul, m.consulShort, err = newConsulClients(cfg.Consul); err != nil {
+	switch {
+	case consul != nil:
+		m.consul = consul
+	case cfg.Consul.Address != "":
+		c, err := newConsulClient(cfg.Consul)
+		if err != nil {
 			return nil, err
 		}
+		m.consul = c
 	}
 	m.publish()
 	return m, nil

@@ -32,9 +32,6 @@ const (
 	SourceConsul = "consul"
 )
 
-// Usable reports whether the member can take new children.
-func (s MemberState) Usable() bool { return s == StateAlive }
-
 // Member is one node of the mesh.
 type Member struct {
 	ID, DC                string

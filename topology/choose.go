@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -35,13 +36,11 @@ func Choose(v View, self string, stream string, backendDC string, avoid map[stri
 // Plan is a View indexed for repeated choices. It is immutable after
 // NewPlan and safe for concurrent use.
 type Plan struct {
-	order DCOrder
 	nodes []planNode
 	byID  map[string]int
 	// byDC lists each data centre's nodes by ascending tier, so that the
 	// scans below stop at the first tier that decides.
 	byDC map[string][]int
-	dcs  []string
 	// roots are the alive tier-0 nodes: the only owner candidates.
 	roots   []int
 	rootDCs []string
@@ -56,7 +55,6 @@ type planNode struct {
 // that every caller resolves the duplicate the same way.
 func NewPlan(v View) *Plan {
 	p := &Plan{
-		order: v.DCOrder,
 		nodes: make([]planNode, 0, len(v.Nodes)),
 		byID:  make(map[string]int, len(v.Nodes)),
 		byDC:  make(map[string][]int),
@@ -69,9 +67,6 @@ func NewPlan(v View) *Plan {
 		i := len(p.nodes)
 		p.nodes = append(p.nodes, planNode{Node: n, hash: keyHash(n.ID)})
 		p.byID[n.ID] = i
-		if _, seen := p.byDC[n.DC]; !seen {
-			p.dcs = append(p.dcs, n.DC)
-		}
 		p.byDC[n.DC] = append(p.byDC[n.DC], i)
 		if n.Tier == 0 && n.Alive() {
 			p.roots = append(p.roots, i)
@@ -84,7 +79,6 @@ func NewPlan(v View) *Plan {
 	for _, idx := range p.byDC {
 		sort.SliceStable(idx, func(a, b int) bool { return p.nodes[idx[a]].Tier < p.nodes[idx[b]].Tier })
 	}
-	sort.Strings(p.dcs)
 	sort.Strings(p.rootDCs)
 	return p
 }
@@ -98,9 +92,6 @@ func (p *Plan) Node(id string) (Node, bool) {
 	return p.nodes[i].Node, true
 }
 
-// DCs returns the data centres of the view in lexical order.
-func (p *Plan) DCs() []string { return append([]string(nil), p.dcs...) }
-
 // Owner returns the root that owns stream's back-end connection.
 func (p *Plan) Owner(stream, backendDC string) (Node, bool) {
 	o := p.owner(keyHash(stream), backendDC)
@@ -108,22 +99,6 @@ func (p *Plan) Owner(stream, backendDC string) (Node, bool) {
 		return Node{}, false
 	}
 	return p.nodes[o].Node, true
-}
-
-// Head returns the node through which stream enters data centre dc: the
-// owner in the owner's data centre, the gateway elsewhere. ok is false when
-// there is no owner or dc has no live (or draining) node.
-func (p *Plan) Head(stream, backendDC, dc string) (Node, bool) {
-	hs := keyHash(stream)
-	o := p.owner(hs, backendDC)
-	if o < 0 {
-		return Node{}, false
-	}
-	h := p.head(hs, o, dc)
-	if h < 0 {
-		return Node{}, false
-	}
-	return p.nodes[h].Node, true
 }
 
 // Choose is the indexed form of the package-level Choose.
@@ -197,15 +172,19 @@ func (p *Plan) Choose(self string, stream string, backendDC string, avoid map[st
 }
 
 // owner returns the index of the stream's owner or -1: the rendezvous winner
-// among alive roots of the data centre nearest to the back end that has any.
-// An unknown back-end data centre spreads owners over all alive roots.
+// among the alive roots of the back end's data centre, or, when it has none,
+// of the first data centre by name that has some. An unknown back-end data
+// centre spreads owners over all alive roots.
 func (p *Plan) owner(hs uint64, backendDC string) int {
 	if len(p.roots) == 0 {
 		return -1
 	}
 	dc := ""
 	if backendDC != "" {
-		dc = p.order.Nearest(backendDC, p.rootDCs)
+		dc = p.rootDCs[0] // sorted
+		if slices.Contains(p.rootDCs, backendDC) {
+			dc = backendDC
+		}
 	}
 	pk := newPicker(p, hs)
 	for _, i := range p.roots {

@@ -47,7 +47,6 @@ func TestChoose(t *testing.T) {
 	tests := []struct {
 		name      string
 		nodes     []Node
-		order     DCOrder
 		self      string
 		backendDC string
 		avoid     map[string]bool
@@ -105,21 +104,19 @@ func TestChoose(t *testing.T) {
 		},
 		{name: "self not in view", nodes: oneDC, self: "ghost", backendDC: "dc1", reason: "not in the view"},
 		{
-			name:  "back end DC without roots uses the nearest DC by distance",
-			nodes: []Node{node("a", "dc-a", 0), node("c", "dc-c", 0), node("m", "dc-b", 1)},
-			order: DCOrder{"dc-b": {"dc-a": 50, "dc-c": 10}},
-			self:  "m", backendDC: "dc-b", want: "c", wantOwner: "c", crossDC: true,
-		},
-		{
-			name:  "nil order means lexical",
-			nodes: []Node{node("a", "dc-a", 0), node("c", "dc-c", 0), node("m", "dc-b", 1)},
+			name:  "back end DC without roots uses the first DC with roots by name",
+			nodes: []Node{node("c", "dc-c", 0), node("a", "dc-a", 0), node("m", "dc-b", 1)},
 			self:  "m", backendDC: "dc-b", want: "a", wantOwner: "a", crossDC: true,
 		},
 		{
-			name:  "reverse distance is used when one direction is missing",
+			name:  "back end DC with roots keeps the owner there",
+			nodes: []Node{node("a", "dc-a", 0), node("c", "dc-c", 0), node("m", "dc-a", 1)},
+			self:  "m", backendDC: "dc-c", want: "a", wantOwner: "c",
+		},
+		{
+			name:  "back end DC unknown to the mesh uses the first DC with roots by name",
 			nodes: []Node{node("a", "dc-a", 0), node("c", "dc-c", 0), node("m", "dc-b", 1)},
-			order: DCOrder{"dc-c": {"dc-b": 1}, "dc-a": {"dc-b": 2}},
-			self:  "m", backendDC: "dc-b", want: "c", wantOwner: "c", crossDC: true,
+			self:  "m", backendDC: "dc-z", want: "a", wantOwner: "a", crossDC: true,
 		},
 		{
 			name:  "gateway root links to the owner",
@@ -182,7 +179,7 @@ func TestChoose(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Nodes: tc.nodes, DCOrder: tc.order}
+			v := View{Nodes: tc.nodes}
 			got := Choose(v, tc.self, testStream, tc.backendDC, tc.avoid)
 			if planned := NewPlan(v).Choose(tc.self, testStream, tc.backendDC, tc.avoid); planned != got {
 				t.Fatalf("Plan.Choose = %+v, Choose = %+v", planned, got)
@@ -238,6 +235,7 @@ func TestChooseIgnoresNodeOrder(t *testing.T) {
 // chance that any of N=10 honest counts misses that is below 6e-6), which
 // for M=10,000 and N=10 means max/mean <= 1.15.
 func TestLoadSpread(t *testing.T) {
+	t.Parallel() // pure and CPU-bound: the slowest tests of the package
 	const streams = 10000
 	tests := []struct {
 		name    string

@@ -122,7 +122,7 @@ func allChoices(p *Plan, streams []streamCase, avoid func(self string) map[strin
 
 // without returns v minus the node id.
 func without(v View, id string) View {
-	out := View{DCOrder: v.DCOrder, Nodes: make([]Node, 0, len(v.Nodes))}
+	out := View{Nodes: make([]Node, 0, len(v.Nodes))}
 	for _, n := range v.Nodes {
 		if n.ID != id {
 			out.Nodes = append(out.Nodes, n)
@@ -133,7 +133,7 @@ func without(v View, id string) View {
 
 // withState returns v with node id set to state st.
 func withState(v View, id string, st State) View {
-	out := View{DCOrder: v.DCOrder, Nodes: append([]Node(nil), v.Nodes...)}
+	out := View{Nodes: append([]Node(nil), v.Nodes...)}
 	for i := range out.Nodes {
 		if out.Nodes[i].ID == id {
 			out.Nodes[i].State = st
@@ -194,4 +194,19 @@ func seedFailure(t *testing.T, seed int64) func(format string, args ...any) {
 		t.Helper()
 		t.Errorf("seed %d: "+format, append([]any{seed}, args...)...)
 	}
+}
+
+// headOf returns the node through which stream enters data centre dc (the
+// owner in the owner's data centre, the gateway elsewhere), or the zero
+// Node when there is no owner or dc has no live (or draining) node.
+func headOf(p *Plan, stream, backendDC, dc string) Node {
+	hs := keyHash(stream)
+	o := p.owner(hs, backendDC)
+	if o < 0 {
+		return Node{}
+	}
+	if h := p.head(hs, o, dc); h >= 0 {
+		return p.nodes[h].Node
+	}
+	return Node{}
 }

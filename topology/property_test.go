@@ -13,20 +13,18 @@ var propertyDCs = []string{"dc-a", "dc-b", "dc-c"}
 type propertyCase struct {
 	seed  int64
 	nodes int
-	order DCOrder
 	// rootlessDC has no roots at all.
 	rootlessDC string
 }
 
 func propertyCases(t *testing.T) []propertyCase {
-	near := DCOrder{"dc-a": {"dc-b": 30, "dc-c": 5}, "dc-b": {"dc-c": 12}}
 	cases := []propertyCase{
 		{seed: 1, nodes: 3},
 		{seed: 2, nodes: 12},
-		{seed: 3, nodes: 40, order: near},
+		{seed: 3, nodes: 40},
 		{seed: 4, nodes: 150, rootlessDC: "dc-b"},
-		{seed: 5, nodes: 400, order: near, rootlessDC: "dc-c"},
-		{seed: 6, nodes: 1000, order: near},
+		{seed: 5, nodes: 400, rootlessDC: "dc-a"},
+		{seed: 6, nodes: 1000},
 	}
 	if !testing.Short() {
 		for s := int64(7); s < 17; s++ {
@@ -39,7 +37,6 @@ func propertyCases(t *testing.T) []propertyCase {
 func (pc propertyCase) world() (View, []streamCase) {
 	rng := rand.New(rand.NewSource(pc.seed))
 	v := randomView(rng, genOpts{nodes: pc.nodes, dcs: propertyDCs, rootlessDC: pc.rootlessDC})
-	v.DCOrder = pc.order
 	return v, randomStreams(rng, 100, propertyDCs)
 }
 
@@ -76,8 +73,9 @@ func factsFor(t *testing.T, fail func(string, ...any), p *Plan, sc streamCase) s
 	f := streamFacts{heads: map[string]string{}}
 	f.owner, f.ok = p.Owner(sc.key, sc.backendDC)
 
-	// Reference owner: the nearest DC with alive roots, then the
-	// rendezvous winner there (all alive roots when the DC is unknown).
+	// Reference owner: the back end's DC if it has alive roots, else the
+	// first DC by name that has some, then the rendezvous winner there (all
+	// alive roots when the DC is unknown).
 	rootsByDC := map[string][]string{}
 	var allRoots []string
 	for _, n := range p.nodes {
@@ -94,8 +92,7 @@ func factsFor(t *testing.T, fail func(string, ...any), p *Plan, sc streamCase) s
 	case len(rootsByDC[sc.backendDC]) > 0:
 		want = refWinner(sc.key, rootsByDC[sc.backendDC])
 	default:
-		dcs := p.order.Sorted(sc.backendDC, sortedKeys(rootsByDC))
-		want = refWinner(sc.key, rootsByDC[dcs[0]])
+		want = refWinner(sc.key, rootsByDC[sortedKeys(rootsByDC)[0]])
 	}
 	if f.ok != (want != "") || f.owner.ID != want {
 		fail("stream %q: owner %q (ok %v), reference %q", sc.key, f.owner.ID, f.ok, want)
@@ -105,11 +102,8 @@ func factsFor(t *testing.T, fail func(string, ...any), p *Plan, sc streamCase) s
 	}
 	f.ownerDC = f.owner.DC
 
-	for _, dc := range p.dcs {
-		h, ok := p.Head(sc.key, sc.backendDC, dc)
-		if !ok {
-			h = Node{}
-		}
+	for _, dc := range sortedKeys(p.byDC) {
+		h := headOf(p, sc.key, sc.backendDC, dc)
 		f.heads[dc] = h.ID
 		if dc == f.ownerDC {
 			if h.ID != f.owner.ID {
@@ -335,6 +329,7 @@ func checkInvariants(t *testing.T, seed int64, p *Plan, streams []streamCase, ch
 }
 
 func TestChooseInvariantsRandomViews(t *testing.T) {
+	t.Parallel() // pure and CPU-bound: the slowest tests of the package
 	for _, pc := range propertyCases(t) {
 		v, streams := pc.world()
 		p := NewPlan(v)
@@ -343,6 +338,7 @@ func TestChooseInvariantsRandomViews(t *testing.T) {
 }
 
 func TestChooseInvariantsWithAvoid(t *testing.T) {
+	t.Parallel() // pure and CPU-bound: the slowest tests of the package
 	for _, pc := range propertyCases(t) {
 		v, streams := pc.world()
 		// The per-node avoid sets defeat the checker's caches; a third
@@ -432,6 +428,7 @@ func measureLeave(t *testing.T, seed int64, before *Plan, after *Plan, streams [
 }
 
 func TestLeaveReparentsOnlyThroughLeaver(t *testing.T) {
+	t.Parallel() // pure and CPU-bound: the slowest tests of the package
 	for _, pc := range propertyCases(t) {
 		// Each departure recomputes the whole world twice; the largest
 		// world gets fewer departures to keep the race-enabled run short.

@@ -10,11 +10,6 @@
 // and its invariants.
 package topology
 
-import (
-	"math"
-	"sort"
-)
-
 // State is a node's membership state as the mesh layer reports it.
 type State string
 
@@ -59,56 +54,4 @@ type View struct {
 	// Nodes lists every known member. IDs are unique; when an ID appears
 	// twice the first entry is used so that all callers agree.
 	Nodes []Node
-	// DCOrder ranks data centres by distance from one another; nil means
-	// lexical order.
-	DCOrder DCOrder
-}
-
-// DCOrder holds RTT-like distances between data centres: DCOrder[a][b] is
-// the distance from a to b (any unit, smaller is nearer). A missing pair
-// falls back to the reverse direction and then to +Inf, and ties are broken
-// by name, so a nil or partial DCOrder still yields one deterministic order.
-type DCOrder map[string]map[string]float64
-
-// Distance returns the distance from data centre a to b. A data centre is at
-// distance 0 from itself.
-func (o DCOrder) Distance(a, b string) float64 {
-	if a == b {
-		return 0
-	}
-	if d, ok := o[a][b]; ok && !math.IsNaN(d) {
-		return d
-	}
-	if d, ok := o[b][a]; ok && !math.IsNaN(d) {
-		return d
-	}
-	return math.Inf(1)
-}
-
-// Sorted returns dcs ordered from nearest to farthest from the data centre
-// from, ties broken lexically. The input slice is not modified.
-func (o DCOrder) Sorted(from string, dcs []string) []string {
-	out := append([]string(nil), dcs...)
-	sort.SliceStable(out, func(i, j int) bool {
-		di, dj := o.Distance(from, out[i]), o.Distance(from, out[j])
-		if di != dj {
-			return di < dj
-		}
-		return out[i] < out[j]
-	})
-	return out
-}
-
-// Nearest returns the data centre of dcs nearest to from, or "" when dcs is
-// empty.
-func (o DCOrder) Nearest(from string, dcs []string) string {
-	best := ""
-	bestD := math.Inf(1)
-	for i, dc := range dcs {
-		d := o.Distance(from, dc)
-		if i == 0 || d < bestD || (d == bestD && dc < best) {
-			best, bestD = dc, d
-		}
-	}
-	return best
 }
