@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,7 +52,7 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer, log logrus
 	b := backend.New(cfg, log)
 	// No WriteTimeout: it would cut the streams; the back end sets
 	// per-write deadlines itself.
-	srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: withConnections(b), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -62,7 +63,7 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer, log logrus
 	wg.Go(func() { serveErr <- srv.Serve(ln) })
 
 	log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "rate": *rate, "size": *size, "format": *format}).
-		Info("ssemesh-bench: back end serving; stats at " + backend.StatsPath)
+		Info("ssemesh-bench: back end serving; stats at " + backend.StatsPath + ", connection counts at " + connectionsPath)
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
@@ -80,4 +81,37 @@ func runBackend(ctx context.Context, args []string, stderr io.Writer, log logrus
 	}
 	log.Info("ssemesh-bench: back end stopped")
 	return nil
+}
+
+// connectionsPath answers with the back end's SSE connections over all
+// streams: {"open": N, "total": M, "streams": S}, open now and accepted
+// ever. It is what "load --backend-stats" samples: in a healthy tree one
+// connection per stream stays open.
+const connectionsPath = "/_backend/connections"
+
+// connCounts is the body of connectionsPath.
+type connCounts struct {
+	Open    int `json:"open"`
+	Total   int `json:"total"`
+	Streams int `json:"streams"`
+}
+
+// withConnections serves connectionsPath in front of the back end.
+func withConnections(b *backend.Backend) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != connectionsPath {
+			b.ServeHTTP(w, r)
+			return
+		}
+		var c connCounts
+		for _, k := range b.StreamKeys() {
+			st := b.Stats(k)
+			c.Open += st.Open
+			c.Total += st.Total
+			c.Streams++
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(c)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,14 +31,24 @@ type sseSession interface {
 	// onEvent until the stream ends, fails or ctx ends. onConnect runs
 	// once the response headers have been accepted.
 	session(ctx context.Context, onConnect func(), onEvent func(data []byte)) error
+	// parser is the session's resume state, which its client sets before
+	// the session and takes back after it.
+	parser() *sseParser
 }
 
-// sseParser reads an event stream and remembers the resume point. It is
-// shared by both kinds of session, so that they parse and account for
-// events identically.
+// sseParser reads an event stream and remembers the resume point and the
+// reconnection time. It is shared by both kinds of session, so that they
+// parse and account for events identically, and a client carries it from
+// one session to the next, whichever URL that is on, as an EventSource
+// does.
 type sseParser struct {
 	lastEventID string
+	// retry is the stream's last retry: value, when hasRetry.
+	retry    time.Duration
+	hasRetry bool
 }
+
+func (c *sseParser) parser() *sseParser { return c }
 
 // streamConn is one HTTP/1.1 SSE connection, plain or in TLS. It is
 // hand-rolled on a raw TCP connection, with one goroutine and two small
@@ -59,13 +70,55 @@ type streamConn struct {
 type statusError struct {
 	code  int
 	ctype string
+	// reason is the "error" member of a JSON refusal body (an ssemesh
+	// node's error code, such as max_clients); retryAfter its Retry-After.
+	reason     string
+	retryAfter time.Duration
 }
 
 func (e statusError) Error() string {
-	if e.code != http.StatusOK {
-		return fmt.Sprintf("http status %d", e.code)
+	switch {
+	case e.code == http.StatusOK:
+		return fmt.Sprintf("content type %q", e.ctype)
+	case e.reason != "":
+		return fmt.Sprintf("http status %d %s", e.code, e.reason)
 	}
-	return fmt.Sprintf("content type %q", e.ctype)
+	return fmt.Sprintf("http status %d", e.code)
+}
+
+// maxErrorBody bounds what is read of a refusal's body.
+const maxErrorBody = 4096
+
+// refusal describes a non-200 or non-SSE response, with the error code of
+// a JSON body and the Retry-After header.
+func refusal(resp *http.Response, ctype string) statusError {
+	se := statusError{code: resp.StatusCode, ctype: ctype}
+	if resp.StatusCode == http.StatusOK {
+		return se
+	}
+	se.retryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if ctype == "application/json" {
+		var body struct {
+			Error string `json:"error"`
+		}
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		if json.Unmarshal(raw, &body) == nil {
+			se.reason = sanitizeReason(body.Error)
+		}
+	}
+	return se
+}
+
+// sanitizeReason keeps an error code printable and short, as it becomes a
+// key of the report.
+func sanitizeReason(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
+	return truncate(s, 40)
 }
 
 // session implements sseSession. It keeps lastEventID up to date for the
@@ -115,7 +168,7 @@ func (c *streamConn) session(ctx context.Context, onConnect func(), onEvent func
 	defer resp.Body.Close()
 	ctype, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode != http.StatusOK || ctype != "text/event-stream" {
-		return statusError{code: resp.StatusCode, ctype: ctype}
+		return refusal(resp, ctype)
 	}
 	_ = raw.SetDeadline(time.Time{})
 	onConnect()
@@ -123,8 +176,8 @@ func (c *streamConn) session(ctx context.Context, onConnect func(), onEvent func
 }
 
 // read parses the event stream. Lines end in LF or CRLF (a lone CR, legal
-// but unused by any known server, is not supported); event types and retry
-// are ignored.
+// but unused by any known server, is not supported); event types are
+// ignored, retry: sets the reconnection time.
 func (c *sseParser) read(body io.Reader, onEvent func(data []byte)) error {
 	rd := bufio.NewReaderSize(body, 4096)
 	var (
@@ -177,6 +230,10 @@ func (c *sseParser) read(body io.Reader, onEvent func(data []byte)) error {
 			case "id":
 				if bytes.IndexByte(value, 0) < 0 {
 					idBuf = string(value)
+				}
+			case "retry":
+				if d, ok := parseRetryField(value); ok {
+					c.retry, c.hasRetry = d, true
 				}
 			}
 		}

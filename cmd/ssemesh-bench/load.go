@@ -28,13 +28,17 @@ const (
 	// keep a core busy, few enough for its goroutines to be scheduled fairly.
 	clientsPerProc = 4000
 	// maxClientsPerSource stays under the ~28,000 ephemeral ports of one
-	// source address.
-	maxClientsPerSource = 28000
+	// source address, with room for connections closing while their
+	// clients reconnect.
+	maxClientsPerSource = 25000
+	// maxTimelineSamples bounds the timeline of a long run: its period
+	// grows past --sample-every when needed.
+	maxTimelineSamples = 20000
 )
 
 // loadConfig is a parsed and validated "load" command line.
 type loadConfig struct {
-	url            string
+	urls           []namedURL
 	caFile         string
 	insecure       bool
 	proto          string
@@ -48,8 +52,17 @@ type loadConfig struct {
 	drain          time.Duration
 	connectTimeout time.Duration
 	maxReconnects  int
+	failover       string
+	delay          delayPolicy
+	churnEvery     time.Duration
+	sampleEvery    time.Duration
 	nodePID        int
+	nodes          []nodeSpec
+	backendStats   string
+	stormAt        time.Duration
+	stormCmd       string
 	json           bool
+	jsonFile       string
 	// exe is the binary re-executed as "worker"; os.Executable by default.
 	exe string
 }
@@ -58,31 +71,70 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	var c loadConfig
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.url, "url", "", "SSE URL to load (loopback only), e.g. http://127.0.0.1:8080/bench or https://...")
+	var urlErr error
+	addURL := func(v string) error {
+		n, err := parseNamedURL(v)
+		if err != nil {
+			urlErr = err // reported after parsing, as a usage error
+			return nil
+		}
+		c.urls = append(c.urls, n)
+		return nil
+	}
+	fs.Func("url", "SSE URL to load, [NAME=]URL (loopback only), e.g. http://127.0.0.1:8080/bench or leaf-0=http://...; repeatable: clients are spread evenly and fail over between them", addURL)
+	fs.Func("urls", "comma-separated list of [NAME=]URL, as repeated --url", func(v string) error {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(f) != "" {
+				if err := addURL(f); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&c.caFile, "ca", "", "https: PEM CA bundle to trust for the node's certificate (default: the system roots)")
 	fs.BoolVar(&c.insecure, "insecure", false, "https: do not verify the node's certificate")
 	fs.StringVar(&c.proto, "proto", protoHTTP1, "https: http1 (a TLS connection per client) or h2 (clients as HTTP/2 streams)")
 	fs.IntVar(&c.h2Streams, "h2-streams", defaultH2Streams, "h2: clients per TLS connection")
-	fs.IntVar(&c.clients, "clients", 100, "number of SSE clients")
+	fs.IntVar(&c.clients, "clients", 100, "number of SSE clients, in total over the URLs")
 	fs.IntVar(&c.procs, "procs", 0, fmt.Sprintf("worker processes (0: one per %d clients)", clientsPerProc))
-	sources := fs.String("sources", "127.0.0.1", "comma-separated loopback source addresses (one per ~20,000 clients)")
+	sources := fs.String("sources", "127.0.0.1", fmt.Sprintf("comma-separated loopback source addresses (one per ~20,000 clients, at most %d)", maxClientsPerSource))
 	fs.DurationVar(&c.ramp, "ramp", 5*time.Second, "time over which clients connect")
 	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after the ramp before measuring")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measurement window")
 	fs.DurationVar(&c.drain, "drain", time.Second, "time after the window for in-flight events to arrive")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "dial plus response-header timeout")
-	fs.IntVar(&c.maxReconnects, "max-reconnects", 100, "sessions per client after the first")
+	fs.IntVar(&c.maxReconnects, "max-reconnects", 100, "attempts per client after the first (churn reconnects not counted)")
+	fs.StringVar(&c.failover, "failover", failoverRandom, "URL of the next attempt after a drop or refusal: random (among the others) or next (in the list)")
+	fs.DurationVar(&c.delay.Retry, "retry", 500*time.Millisecond, "reconnection time until the server sends a retry: field")
+	fs.Float64Var(&c.delay.Jitter, "retry-jitter", 0.5, "spread of a reconnect delay: ±this fraction (Retry-After: +this fraction only)")
+	churn := fs.String("churn", "", "clients reconnecting of their own accord with Last-Event-ID, to any URL, e.g. 5%/min (default none)")
+	fs.DurationVar(&c.sampleEvery, "sample-every", 250*time.Millisecond, "period of the per-URL timeline (sessions, receiving clients, refusals)")
 	fs.IntVar(&c.nodePID, "node-pid", 0, "PID of the node under test, for its RSS and CPU (0: skip)")
+	nodes := fs.String("node-pids", "", "nodes to report RSS and CPU of, comma-separated [NAME=]PID or [NAME=]PIDFILE (a PID file is re-read, following restarts); unnamed ones take the names of the URLs in order")
+	fs.StringVar(&c.backendStats, "backend-stats", "", "URL of the bench back end's connection count (ssemesh-bench backend: /_backend/connections), sampled every second")
+	fs.DurationVar(&c.stormAt, "storm-at", 0, "run --storm-cmd this long into the window")
+	fs.StringVar(&c.stormCmd, "storm-cmd", "", "shell command run at --storm-at (e.g. kill -9 PID); the report measures the recovery from it")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON")
+	fs.StringVar(&c.jsonFile, "json-file", "", "also write the report as JSON to this file")
 	if err := fs.Parse(args); err != nil {
 		return c, usageError{err}
 	}
 	if fs.NArg() > 0 {
 		return c, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
+	if urlErr != nil {
+		return c, usageError{urlErr}
+	}
 	var err error
 	if c.sources, err = parseSources(*sources); err != nil {
 		return c, usageError{err}
+	}
+	if c.churnEvery, err = parseChurn(*churn); err != nil {
+		return c, usageError{fmt.Errorf("--churn: %w", err)}
+	}
+	if c.nodes, err = parseNodeSpecs(*nodes, c.urls); err != nil {
+		return c, usageError{fmt.Errorf("--node-pids: %w", err)}
 	}
 	if c.procs == 0 {
 		c.procs = (c.clients + clientsPerProc - 1) / clientsPerProc
@@ -110,27 +162,56 @@ func (c loadConfig) block() int {
 	return 1
 }
 
-// conns is the number of connections the clients need.
+// conns is the number of connections the clients need at once. (With h2
+// and several URLs, a block of clients spread over them by failovers uses
+// a connection on each.)
 func (c loadConfig) conns() int { return (c.clients + c.block() - 1) / c.block() }
 
-// tls reports whether the target is https.
-func (c loadConfig) tls() bool { return strings.HasPrefix(c.url, "https:") }
+// tls reports whether the targets are https.
+func (c loadConfig) tls() bool { return len(c.urls) > 0 && strings.HasPrefix(c.urls[0].URL, "https:") }
+
+// rawURLs lists the targets' URLs.
+func (c loadConfig) rawURLs() []string {
+	out := make([]string, len(c.urls))
+	for i, u := range c.urls {
+		out[i] = u.URL
+	}
+	return out
+}
 
 func (c loadConfig) validate() error {
-	if c.url == "" {
+	if len(c.urls) == 0 {
 		return errors.New("--url is required")
 	}
-	u, _, err := parseTarget(c.url)
-	if err != nil {
-		return err
+	names, seen := map[string]bool{}, map[string]bool{}
+	scheme := ""
+	for _, n := range c.urls {
+		u, _, err := parseTarget(n.URL)
+		if err != nil {
+			return err
+		}
+		if scheme == "" {
+			scheme = u.Scheme
+		}
+		switch {
+		case u.Scheme != scheme:
+			return fmt.Errorf("url %q: every URL must have the scheme of the first", n.URL)
+		case names[n.Name]:
+			return fmt.Errorf("url name %q given twice", n.Name)
+		case seen[n.URL]:
+			return fmt.Errorf("url %q given twice", n.URL)
+		}
+		names[n.Name], seen[n.URL] = true, true
+		switch {
+		case u.Scheme == "http" && c.proto == protoH2:
+			return errors.New("--proto h2 needs an https:// URL (HTTP/2 without TLS is not supported)")
+		case u.Scheme == "http" && (c.caFile != "" || c.insecure):
+			return errors.New("--ca and --insecure apply to https:// URLs only")
+		}
 	}
 	switch {
 	case c.proto != protoHTTP1 && c.proto != protoH2:
 		return fmt.Errorf("--proto %q: want %s or %s", c.proto, protoHTTP1, protoH2)
-	case u.Scheme == "http" && c.proto == protoH2:
-		return errors.New("--proto h2 needs an https:// URL (HTTP/2 without TLS is not supported)")
-	case u.Scheme == "http" && (c.caFile != "" || c.insecure):
-		return errors.New("--ca and --insecure apply to https:// URLs only")
 	case c.caFile != "" && c.insecure:
 		return errors.New("--ca and --insecure exclude each other")
 	case c.h2Streams < 1:
@@ -165,6 +246,23 @@ func (c loadConfig) validate() error {
 		return fmt.Errorf("--max-reconnects %d must not be negative", c.maxReconnects)
 	case c.nodePID < 0:
 		return fmt.Errorf("--node-pid %d", c.nodePID)
+	case c.failover != failoverRandom && c.failover != failoverNext:
+		return fmt.Errorf("--failover %q: want %s or %s", c.failover, failoverRandom, failoverNext)
+	case c.delay.Retry < 0:
+		return fmt.Errorf("--retry %v must not be negative", c.delay.Retry)
+	case c.delay.Jitter < 0 || c.delay.Jitter > 1:
+		return fmt.Errorf("--retry-jitter %v: want 0 to 1", c.delay.Jitter)
+	case c.sampleEvery < 10*time.Millisecond:
+		return fmt.Errorf("--sample-every %v: at least 10ms", c.sampleEvery)
+	case (c.stormCmd == "") != (c.stormAt == 0):
+		return errors.New("--storm-at and --storm-cmd go together")
+	case c.stormAt < 0 || c.stormAt >= c.duration:
+		return fmt.Errorf("--storm-at %v must fall inside the window (--duration %v)", c.stormAt, c.duration)
+	}
+	if c.backendStats != "" {
+		if u, _, err := parseTarget(c.backendStats); err != nil || u.Scheme != "http" {
+			return fmt.Errorf("--backend-stats %q: want an http:// loopback URL (%v)", c.backendStats, err)
+		}
 	}
 	return nil
 }
@@ -187,10 +285,13 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log l
 	if err != nil {
 		return err
 	}
+	if cfg.jsonFile != "" {
+		if err := writeJSONFile(cfg.jsonFile, rep); err != nil {
+			return err
+		}
+	}
 	if cfg.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeJSON(stdout, rep); err != nil {
 			return fmt.Errorf("writing report: %w", err)
 		}
 	} else {
@@ -202,9 +303,30 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log l
 	return nil
 }
 
+func writeJSON(w io.Writer, rep *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func writeJSONFile(name string, rep *Report) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return fmt.Errorf("--json-file: %w", err)
+	}
+	if err := writeJSON(f, rep); err != nil {
+		f.Close()
+		return fmt.Errorf("--json-file: writing %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--json-file: %w", err)
+	}
+	return nil
+}
+
 // load runs one measurement and returns its report.
 func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.FieldLogger) (*Report, error) {
-	rep := &Report{URL: cfg.url, TLS: cfg.tls(), Proto: cfg.proto, Clients: cfg.clients, Procs: cfg.procs}
+	rep := &Report{URL: strings.Join(cfg.rawURLs(), ","), TLS: cfg.tls(), Proto: cfg.proto, Clients: cfg.clients, Procs: cfg.procs}
 	if cfg.proto == protoH2 {
 		rep.H2Streams = cfg.h2Streams
 	}
@@ -212,16 +334,18 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 		rep.Sources = append(rep.Sources, s.String())
 	}
 	if cfg.tls() {
-		u, addr, err := parseTarget(cfg.url)
-		if err != nil {
-			return nil, err
-		}
-		conf, err := clientTLSConfig(cfg.caFile, cfg.insecure, u.Hostname())
-		if err != nil {
-			return nil, err
-		}
-		if err := checkTLS(ctx, addr, conf, cfg.proto, cfg.connectTimeout); err != nil {
-			return nil, err
+		for _, n := range cfg.urls {
+			u, addr, err := parseTarget(n.URL)
+			if err != nil {
+				return nil, err
+			}
+			conf, err := clientTLSConfig(cfg.caFile, cfg.insecure, u.Hostname())
+			if err != nil {
+				return nil, err
+			}
+			if err := checkTLS(ctx, addr, conf, cfg.proto, cfg.connectTimeout); err != nil {
+				return nil, err
+			}
 		}
 	}
 	pidStr := strconv.Itoa(cfg.nodePID)
@@ -236,12 +360,16 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 	selfStart, _ := readProc("self")
 
 	errOut := lockedStderr(stderr)
+	// The timeline's period: --sample-every, or longer for a long run.
+	span := cfg.ramp + cfg.settle + cfg.duration + cfg.drain + 100*time.Millisecond
+	sampleEvery := max(cfg.sampleEvery, (span / maxTimelineSamples).Round(time.Millisecond))
 	specs := make([]workerSpec, cfg.procs)
 	for id := range specs {
 		specs[id] = workerSpec{
-			ID: id, URL: cfg.url, CAFile: cfg.caFile, Insecure: cfg.insecure, Proto: cfg.proto,
+			ID: id, URLs: cfg.rawURLs(), CAFile: cfg.caFile, Insecure: cfg.insecure, Proto: cfg.proto,
 			First: id, Stride: cfg.procs, Total: cfg.clients, Ramp: cfg.ramp,
 			ConnectTimeout: cfg.connectTimeout, MaxReconnects: cfg.maxReconnects,
+			Failover: cfg.failover, Delay: cfg.delay, ChurnEvery: cfg.churnEvery, SampleEvery: sampleEvery,
 		}
 		if cfg.proto == protoH2 {
 			specs[id].Block = cfg.h2Streams
@@ -299,6 +427,19 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 	if cfg.nodePID != 0 {
 		wg.Go(func() { connectCPU = sampleCPU(runCtx, pidStr, start, t0) })
 	}
+	mon := newMonitor(cfg.nodes, cfg.backendStats)
+	if mon.active() {
+		// Its own context: it stops at the end of the run, not at the
+		// hard deadline.
+		monCtx, monCancel := context.WithDeadline(runCtx, sched.End)
+		defer monCancel()
+		wg.Go(func() { mon.run(monCtx, sched) })
+	}
+	var storm *StormReport
+	if cfg.stormCmd != "" {
+		storm = &StormReport{Command: cfg.stormCmd, OffsetSeconds: cfg.stormAt.Seconds()}
+		wg.Go(func() { storm.run(runCtx, t0.Add(cfg.stormAt), errOut) })
+	}
 
 	results := make([]*workerResult, cfg.procs)
 	errs := make([]error, cfg.procs)
@@ -310,7 +451,7 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 	for id, p := range procs {
 		wg.Go(func() { results[id], errs[id] = p.run(runCtx, sched) })
 	}
-	log.WithFields(logrus.Fields{"clients": cfg.clients, "procs": cfg.procs, "window_start": t0.Format(time.RFC3339), "end": sched.End.Format(time.RFC3339)}).
+	log.WithFields(logrus.Fields{"clients": cfg.clients, "procs": cfg.procs, "urls": len(cfg.urls), "window_start": t0.Format(time.RFC3339), "end": sched.End.Format(time.RFC3339)}).
 		Info("ssemesh-bench: load started")
 	wg.Wait()
 	selfEnd, _ := readProc("self")
@@ -332,6 +473,15 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 		rep.WindowSeconds = rep.WindowEnd.Sub(t0).Seconds()
 	}
 	rep.fill(merged, interrupted)
+	rep.fillURLs(cfg.urls, merged)
+	if mon.active() {
+		rep.Nodes = mon.nodeCosts(t0, t1)
+		rep.Backend = mon.backendReport(t0)
+	}
+	if storm != nil {
+		storm.analyse(merged.Timeline, cfg.urls, t1)
+		rep.Storm = storm
+	}
 
 	// The parent's own CPU counts too, except in-process, where the worker
 	// measured this very process.

@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"time"
+
+	"github.com/ssemesh/ssemesh/internal/benchstat"
 )
 
 // Report is the outcome of one load run; its JSON form is the --json output.
@@ -52,6 +55,55 @@ type Report struct {
 	LoadCPUPerMillion   float64 `json:"load_cpu_seconds_per_million"`
 
 	Interrupted bool `json:"interrupted"`
+
+	// URLs is the load per target; Nodes the cost of the nodes named by
+	// --node-pids; Backend the bench back end's connections
+	// (--backend-stats); Storm the fault of --storm-cmd and the recovery.
+	URLs    []URLReport   `json:"urls"`
+	Nodes   []NodeCost    `json:"nodes,omitempty"`
+	Backend *BackendConns `json:"backend,omitempty"`
+	Storm   *StormReport  `json:"storm,omitempty"`
+}
+
+// URLReport is the load on one URL. The cohort figures (Clients to
+// Duplicated) are about the clients sent to the URL first, over all their
+// sessions wherever they failed over to; the others are about the URL
+// itself, whichever client it served.
+type URLReport struct {
+	Name       string `json:"name"`
+	URL        string `json:"url"`
+	Clients    int    `json:"clients"`
+	Connected  int    `json:"connected"`
+	Failed     int    `json:"failed"`
+	Late       int    `json:"late_connects"`
+	Expected   int64  `json:"expected"`
+	Delivered  int64  `json:"delivered"`
+	Lost       int64  `json:"lost"`
+	Duplicated int64  `json:"duplicated"`
+
+	// Clients with a session open on this URL at the window's start and
+	// end.
+	ConnectedAtStart int `json:"connected_at_start"`
+	ConnectedAtEnd   int `json:"connected_at_end"`
+	// Latency of the events first received through this URL.
+	Latency Latency `json:"latency"`
+	// Sessions established here; of those, Reconnects were not a client's
+	// first, Failovers came from a session on another URL. Churns are
+	// sessions here ended by their client to reconnect (--churn).
+	Sessions   int `json:"sessions"`
+	Reconnects int `json:"reconnects"`
+	Failovers  int `json:"failovers"`
+	Churns     int `json:"churns"`
+	// Why sessions here ended early (Drops), attempts here were answered
+	// without a stream (Refusals: status and error code) or got no answer
+	// (Errors).
+	Drops    map[string]int `json:"drops"`
+	Refusals map[string]int `json:"refusals"`
+	Errors   map[string]int `json:"errors"`
+	// The most sessions established and refusals made in one second (of
+	// the timeline) during the window.
+	PeakSessionsPerS float64 `json:"peak_sessions_per_second"`
+	PeakRefusedPerS  float64 `json:"peak_refused_per_second"`
 }
 
 // Latency summarises delivery latency (receive time minus send time) in
@@ -108,14 +160,52 @@ func (r *Report) fill(m *workerResult, interrupted bool) {
 	if r.WindowSeconds > 0 {
 		r.DeliveriesPerS = float64(r.Delivered) / r.WindowSeconds
 	}
-	h := m.Latency
+	r.Latency = latencyOf(m.Latency)
+	r.Interrupted = interrupted
+}
+
+// fillURLs derives the per-URL figures, with the window's sequence range
+// (which fill set) as every connected client's expectation.
+func (r *Report) fillURLs(urls []namedURL, m *workerResult) {
+	r.URLs = make([]URLReport, len(urls))
+	for i, n := range urls {
+		u := newURLResult()
+		if i < len(m.URLs) {
+			u = m.URLs[i]
+		}
+		ur := URLReport{
+			Name: n.Name, URL: n.URL,
+			Clients: u.Clients, Connected: u.Connected, Failed: u.Failed, Late: u.Late,
+			Expected: r.EventsPerClient * int64(u.Connected), Delivered: u.Distinct, Duplicated: u.Dups,
+			ConnectedAtStart: u.ConnectedT0, ConnectedAtEnd: u.ConnectedT1,
+			Latency:  latencyOf(u.Latency),
+			Sessions: u.Sessions, Reconnects: u.Reconnects, Failovers: u.Failovers, Churns: u.Churns,
+			Drops: u.Drops, Refusals: u.Refusals, Errors: u.Errors,
+		}
+		ur.Lost = ur.Expected - ur.Delivered
+		if tl := m.Timeline; tl != nil && i < len(tl.URLs) {
+			if k0, k1, ok := tl.span(r.WindowStart, r.WindowEnd); ok {
+				per := max(1, int(math.Round(float64(time.Second)/float64(tl.Every))))
+				secs := float64(per) * tl.Every.Seconds()
+				ur.PeakSessionsPerS = peakRate(tl.URLs[i].Sessions, k0, k1, per) / secs
+				ur.PeakRefusedPerS = peakRate(tl.URLs[i].Refused, k0, k1, per) / secs
+			}
+		}
+		r.URLs[i] = ur
+	}
+}
+
+// latencyOf summarises a histogram of nanoseconds in milliseconds.
+func latencyOf(h *benchstat.Histogram) Latency {
+	if h == nil {
+		return Latency{}
+	}
 	ms := func(ns int64) float64 { return float64(ns) / 1e6 }
-	r.Latency = Latency{
+	return Latency{
 		Count: h.Count(), MeanMs: h.Mean() / 1e6,
 		P50Ms: ms(h.Quantile(0.5)), P90Ms: ms(h.Quantile(0.9)), P99Ms: ms(h.Quantile(0.99)),
 		P999Ms: ms(h.Quantile(0.999)), MaxMs: ms(h.Max()),
 	}
-	r.Interrupted = interrupted
 }
 
 func (r *Report) writeText(w io.Writer) {
@@ -140,7 +230,11 @@ func (r *Report) writeText(w io.Writer) {
 		p("  failures    %s", fmtReasons(r.FailReasons))
 	}
 	if len(r.Drops) > 0 || r.Reconnects > 0 {
-		p("  drops       %s; reconnects %d", fmtReasons(r.Drops), r.Reconnects)
+		drops := fmtReasons(r.Drops)
+		if drops == "" {
+			drops = "none"
+		}
+		p("  drops       %s; reconnects %d", drops, r.Reconnects)
 	}
 	p("  events      seq %d..%d (%d per client); delivered %d of %d expected (%.0f/s)",
 		r.SeqFirst, r.SeqLast, r.EventsPerClient, r.Delivered, r.Expected, r.DeliveriesPerS)
@@ -170,6 +264,12 @@ func (r *Report) writeText(w io.Writer) {
 	}
 	p("  load CPU    %.2fs in window (%.2fs whole run); %.3fs per million deliveries",
 		r.LoadCPUSeconds, r.LoadCPUTotalSeconds, r.LoadCPUPerMillion)
+	if len(r.URLs) > 1 || len(r.Nodes) > 0 || r.Storm != nil {
+		r.writeURLs(w)
+	}
+	r.writeNodes(w)
+	r.writeBackend(w)
+	r.Storm.writeText(w)
 }
 
 func kib2mib(kb int64) float64 { return float64(kb) / 1024 }

@@ -212,7 +212,7 @@ func (s *h2Stream) session(ctx context.Context, onConnect func(), onEvent func(d
 	}
 	ctype, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if resp.StatusCode != http.StatusOK || ctype != "text/event-stream" {
-		return statusError{code: resp.StatusCode, ctype: ctype}
+		return refusal(resp, ctype)
 	}
 	s.conn.streams.Add(1)
 	defer s.conn.streams.Add(-1)

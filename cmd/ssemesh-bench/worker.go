@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,8 +25,10 @@ import (
 // workerSpec is what one worker process is told to do. All times are
 // absolute so that every process of a run shares one schedule.
 type workerSpec struct {
-	ID      int      `json:"id"`
-	URL     string   `json:"url"`
+	ID int `json:"id"`
+	// URLs are the load's targets; client i starts on URLs[homeURL(i)]
+	// and moves to another after losing its stream (Failover).
+	URLs    []string `json:"urls"`
 	Sources []string `json:"sources"`
 	// For https: the CA bundle to trust (empty: the system roots) or no
 	// verification at all, and the protocol, protoHTTP1 (also for http) or
@@ -37,8 +40,9 @@ type workerSpec struct {
 	// as 1); the worker runs blocks First, First+Stride, ... of the clients
 	// below Total, so that every process takes part in every stage of the
 	// ramp. Client i starts at Start + Ramp*i/Total. With h2 the clients of
-	// a block share a connection from source (i/Block) % len(Sources);
-	// otherwise client i has its own from source i % len(Sources).
+	// a block share a connection per URL from source (i/Block) %
+	// len(Sources); otherwise client i has its own from source i %
+	// len(Sources).
 	First  int `json:"first"`
 	Stride int `json:"stride"`
 	Total  int `json:"total"`
@@ -52,11 +56,23 @@ type workerSpec struct {
 	End   time.Time     `json:"end"`
 	// ConnectTimeout bounds dialling plus the response headers.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
-	// MaxReconnects bounds the sessions of one client after its first.
+	// MaxReconnects bounds the attempts of one client after its first;
+	// reconnects of its own accord (churn) do not count.
 	MaxReconnects int `json:"max_reconnects"`
+	// Failover is failoverRandom or failoverNext; Delay sets the wait
+	// before a reconnect.
+	Failover string      `json:"failover"`
+	Delay    delayPolicy `json:"delay"`
+	// ChurnEvery is the mean time between two reconnects of a client of
+	// its own accord (0: never).
+	ChurnEvery time.Duration `json:"churn_every,omitempty"`
+	// SampleEvery is the period of the timeline.
+	SampleEvery time.Duration `json:"sample_every"`
 }
 
-// workerResult is one worker's mergeable outcome.
+// workerResult is one worker's mergeable outcome. The totals are the sums
+// of the per-URL figures (URLs), but for the sequence range, the connect
+// phase, the connections and the CPU, which only exist as totals.
 type workerResult struct {
 	Clients     int            `json:"clients"`
 	Connected   int            `json:"connected"` // connected at least once
@@ -88,6 +104,9 @@ type workerResult struct {
 	CPUWindow   float64 `json:"cpu_window"`
 	CPUTotal    float64 `json:"cpu_total"`
 	Interrupted bool    `json:"interrupted"`
+
+	URLs     []*urlResult `json:"urls"`
+	Timeline *timeline    `json:"timeline,omitempty"`
 }
 
 func newWorkerResult() *workerResult {
@@ -102,12 +121,8 @@ func (r *workerResult) merge(o *workerResult) {
 	r.Late += o.Late
 	r.LastConnect = max(r.LastConnect, o.LastConnect)
 	r.Connections += o.Connections
-	for k, v := range o.FailReasons {
-		r.FailReasons[k] += v
-	}
-	for k, v := range o.Drops {
-		r.Drops[k] += v
-	}
+	addCounts(&r.FailReasons, o.FailReasons)
+	addCounts(&r.Drops, o.Drops)
 	r.Reconnects += o.Reconnects
 	r.Distinct += o.Distinct
 	r.Dups += o.Dups
@@ -122,6 +137,34 @@ func (r *workerResult) merge(o *workerResult) {
 	r.CPUWindow += o.CPUWindow
 	r.CPUTotal += o.CPUTotal
 	r.Interrupted = r.Interrupted || o.Interrupted
+	r.URLs = mergeURLs(r.URLs, o.URLs)
+	if o.Timeline != nil {
+		if r.Timeline == nil {
+			r.Timeline = &timeline{}
+		}
+		r.Timeline.merge(o.Timeline)
+	}
+}
+
+// sumURLs sets the totals that are sums of the per-URL figures.
+func (r *workerResult) sumURLs() {
+	r.Clients, r.Connected, r.Failed, r.Late, r.Reconnects = 0, 0, 0, 0, 0
+	r.Distinct, r.Dups, r.Unparsed = 0, 0, 0
+	r.FailReasons, r.Drops = map[string]int{}, map[string]int{}
+	r.Latency = benchstat.NewHistogram()
+	for _, u := range r.URLs {
+		r.Clients += u.Clients
+		r.Connected += u.Connected
+		r.Failed += u.Failed
+		r.Late += u.Late
+		r.Reconnects += u.Reconnects
+		r.Distinct += u.Distinct
+		r.Dups += u.Dups
+		r.Unparsed += u.Unparsed
+		addCounts(&r.FailReasons, u.FailReasons)
+		addCounts(&r.Drops, u.Drops)
+		r.Latency.Merge(u.Latency)
+	}
 }
 
 func (s workerSpec) validate() error {
@@ -132,6 +175,12 @@ func (s workerSpec) validate() error {
 		return fmt.Errorf("protocol %q", s.Proto)
 	case len(s.Sources) == 0:
 		return fmt.Errorf("no sources")
+	case len(s.URLs) == 0:
+		return fmt.Errorf("no URLs")
+	case s.Failover != "" && s.Failover != failoverRandom && s.Failover != failoverNext:
+		return fmt.Errorf("failover %q", s.Failover)
+	case s.Delay.Retry < 0 || s.Delay.Jitter < 0 || s.Delay.Jitter > 1 || s.ChurnEvery < 0:
+		return fmt.Errorf("reconnect delay %+v, churn %v", s.Delay, s.ChurnEvery)
 	case !s.Start.Before(s.T0) || !s.T0.Before(s.T1) || s.End.Before(s.T1):
 		return fmt.Errorf("schedule not in order: start %v, t0 %v, t1 %v, end %v", s.Start, s.T0, s.T1, s.End)
 	case s.ConnectTimeout <= 0:
@@ -219,20 +268,27 @@ func runWorkerCommand(ctx context.Context, args []string, stdin io.Reader, stdou
 type worker struct {
 	spec    workerSpec
 	log     logrus.FieldLogger
-	addr    string
-	host    string
-	reqURI  string
+	targets []target
 	dialers []*net.Dialer
 	t0, t1  int64 // window in unix nanoseconds
-	// tls is the configuration of the HTTP/1.1 clients over https (nil:
-	// plain http); h2 holds the connections of the h2 clients, one per
-	// local block.
-	tls   *tls.Config
-	h2    []*h2Conn
-	dials atomic.Int64
+	dials   atomic.Int64
+	live    []urlLive // per URL
 
 	mu  sync.Mutex
 	res *workerResult
+}
+
+// target is one URL as the clients reach it.
+type target struct {
+	url    string
+	addr   string // host:port to dial
+	host   string // Host header
+	reqURI string
+	// tls is the configuration of the HTTP/1.1 clients over https (nil:
+	// plain http); h2 holds the connections of the h2 clients, one per
+	// local block.
+	tls *tls.Config
+	h2  []*h2Conn
 }
 
 // runWorker runs the spec's clients until spec.End (or ctx ends) and returns
@@ -241,15 +297,10 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("worker %d: %w", spec.ID, err)
 	}
-	u, addr, err := parseTarget(spec.URL)
-	if err != nil {
-		return nil, fmt.Errorf("worker %d: %w", spec.ID, err)
-	}
 	w := &worker{
-		spec: spec, log: log, addr: addr, host: u.Host, reqURI: u.RequestURI(),
-		t0: spec.T0.UnixNano(), t1: spec.T1.UnixNano(), res: newWorkerResult(),
+		spec: spec, log: log, t0: spec.T0.UnixNano(), t1: spec.T1.UnixNano(), res: newWorkerResult(),
+		live: make([]urlLive, len(spec.URLs)),
 	}
-	w.res.Clients = spec.clients()
 	for _, s := range spec.Sources {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !loopback.Contains(a) {
@@ -259,24 +310,22 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 			LocalAddr: &net.TCPAddr{IP: a.AsSlice()},
 			Timeout:   spec.ConnectTimeout,
 			KeepAlive: -1, // the streams carry their own heartbeats
+			Control:   sourceControl,
 		})
 	}
-	if u.Scheme == "https" {
-		conf, err := clientTLSConfig(spec.CAFile, spec.Insecure, u.Hostname())
+	for _, raw := range spec.URLs {
+		t, err := w.newTarget(raw)
 		if err != nil {
 			return nil, fmt.Errorf("worker %d: %w", spec.ID, err)
 		}
-		if spec.Proto == protoH2 {
-			for k := range spec.localBlocks() {
-				d := w.dialers[(spec.First+k*spec.Stride)%len(w.dialers)]
-				w.h2 = append(w.h2, newH2Conn(d, addr, conf, spec.ConnectTimeout, &w.dials))
-			}
-		} else {
-			conf.NextProtos = alpn(protoHTTP1)
-			w.tls = conf
-		}
-	} else if spec.Proto == protoH2 {
-		return nil, fmt.Errorf("worker %d: HTTP/2 needs an https URL", spec.ID)
+		w.targets = append(w.targets, t)
+	}
+	for i := range w.live {
+		w.live[i].latency = benchstat.NewHistogram()
+		w.res.URLs = append(w.res.URLs, newURLResult())
+	}
+	for i := range spec.clientIDs() {
+		w.res.URLs[homeURL(i, len(spec.URLs))].Clients++
 	}
 
 	runCtx, cancel := context.WithDeadline(ctx, spec.End)
@@ -288,22 +337,39 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 		if sleepUntil(runCtx, spec.T0) {
 			s, _ := readProc("self")
 			cpuT0 = s.CPUSeconds
+			for u := range w.live {
+				w.res.URLs[u].ConnectedT0 = int(w.live[u].connected.Load())
+			}
 		}
 		if sleepUntil(runCtx, spec.T1) {
 			s, _ := readProc("self")
 			cpuT1 = s.CPUSeconds
+			for u := range w.live {
+				w.res.URLs[u].ConnectedT1 = int(w.live[u].connected.Load())
+			}
 		}
 	})
+	var tl *timeline
+	if spec.SampleEvery > 0 {
+		wg.Go(func() { tl = w.sample(runCtx) })
+	}
 	for i := range spec.clientIDs() {
 		wg.Go(func() { w.runClient(runCtx, i) })
 	}
 	wg.Wait()
 	cpuEnd, _ := readProc("self")
-	for _, c := range w.h2 {
-		c.close()
+	for _, t := range w.targets {
+		for _, c := range t.h2 {
+			c.close()
+		}
 	}
 
 	res := w.res
+	for u := range w.live {
+		res.URLs[u].Latency = w.live[u].latency
+	}
+	res.sumURLs()
+	res.Timeline = tl
 	res.Connections = w.dials.Load()
 	if cpuT1 > 0 {
 		res.CPUWindow = cpuT1 - cpuT0
@@ -313,6 +379,51 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 	log.WithFields(logrus.Fields{"connected": res.Connected, "failed": res.Failed, "distinct": res.Distinct}).
 		Debug("ssemesh-bench: worker done")
 	return res, nil
+}
+
+// newTarget prepares the clients' way to one URL.
+func (w *worker) newTarget(raw string) (target, error) {
+	u, addr, err := parseTarget(raw)
+	if err != nil {
+		return target{}, err
+	}
+	t := target{url: raw, addr: addr, host: u.Host, reqURI: u.RequestURI()}
+	spec := w.spec
+	if u.Scheme != "https" {
+		if spec.Proto == protoH2 {
+			return t, fmt.Errorf("HTTP/2 needs an https URL, not %s", raw)
+		}
+		return t, nil
+	}
+	conf, err := clientTLSConfig(spec.CAFile, spec.Insecure, u.Hostname())
+	if err != nil {
+		return t, err
+	}
+	if spec.Proto != protoH2 {
+		conf.NextProtos = alpn(protoHTTP1)
+		t.tls = conf
+		return t, nil
+	}
+	for k := range spec.localBlocks() {
+		d := w.dialers[(spec.First+k*spec.Stride)%len(w.dialers)]
+		t.h2 = append(t.h2, newH2Conn(d, addr, conf, spec.ConnectTimeout, &w.dials))
+	}
+	return t, nil
+}
+
+// sample records the live state of every URL at Start + k*SampleEvery
+// until the run ends.
+func (w *worker) sample(ctx context.Context) *timeline {
+	tl := &timeline{Start: w.spec.Start, Every: w.spec.SampleEvery, URLs: make([]urlSeries, len(w.live))}
+	for k := 0; ; k++ {
+		at := tl.at(k)
+		if at.After(w.spec.End) || !sleepUntil(ctx, at) {
+			return tl
+		}
+		for u := range w.live {
+			tl.URLs[u].add(&w.live[u])
+		}
+	}
 }
 
 // sleepUntil waits for t and reports whether it was reached before ctx ended.
@@ -331,8 +442,9 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-// clientStats is one client's tally, merged into the worker's at the end so
-// that the event path takes no lock.
+// clientStats is one client's tally over all its sessions, on whichever
+// URL, merged into the worker's at the end so that the event path takes no
+// lock.
 type clientStats struct {
 	tracker     seqTracker
 	connected   bool
@@ -345,89 +457,192 @@ type clientStats struct {
 	maxSeq      int64
 }
 
+// simClient is one simulated client: where it started and is now, and
+// what it carries from one session to the next.
+type simClient struct {
+	id        int
+	home, cur int
+	last      int       // URL of the last session, -1 before the first
+	parser    sseParser // Last-Event-ID and reconnection time
+	st        clientStats
+}
+
+// errChurn ends a session that the client closes to reconnect of its own
+// accord.
+var errChurn = errors.New("churn: reconnecting")
+
 // runClient runs one client: wait for its slot in the ramp, connect, read,
-// and reconnect with Last-Event-ID after a drop, until ctx ends.
+// and after a drop reconnect with Last-Event-ID, to another URL when there
+// are several, until ctx ends.
 func (w *worker) runClient(ctx context.Context, i int) {
+	n := len(w.targets)
+	cl := &simClient{id: i, home: homeURL(i, n), last: -1}
+	cl.cur = cl.home
 	at := w.spec.Start.Add(time.Duration(int64(w.spec.Ramp) * int64(i) / int64(w.spec.Total)))
 	if !sleepUntil(ctx, at) {
-		w.finishClient(&clientStats{}, "not started: run ended")
+		w.finishClient(cl, "not started: run ended")
 		return
 	}
-	sc := w.newSession(i)
-	st := &clientStats{}
-	sessionOK := false // the current session got past the response headers
+	const initialTries = 3
+	lastReason := ""
+	failures := 0 // consecutive attempts that got no stream
+	for tries := 0; ; {
+		u := cl.cur
+		a := w.attempt(ctx, cl, u)
+		if ctx.Err() != nil {
+			break
+		}
+		if a.established {
+			failures = 0
+		}
+		if a.churned {
+			w.count(func() { w.res.URLs[u].Churns++ })
+			cl.cur = churnURL(n, rand.IntN)
+			continue
+		}
+		lastReason = classify(a.err)
+		w.recordEnd(u, a, lastReason)
+		if !cl.st.connected && tries+1 >= initialTries {
+			break
+		}
+		if tries >= w.spec.MaxReconnects {
+			break
+		}
+		tries++
+		wait := w.spec.Delay.delay(retryAfterOf(a.err), cl.parser.retry, cl.parser.hasRetry, failures, rand.Float64)
+		if !a.established {
+			failures++
+		}
+		cl.cur = failoverURL(u, n, w.spec.Failover, rand.IntN)
+		if !sleepUntil(ctx, time.Now().Add(wait)) {
+			break
+		}
+	}
+	if !cl.st.connected && lastReason == "" {
+		lastReason = "run ended before connecting"
+	}
+	w.finishClient(cl, lastReason)
+}
+
+// attemptResult is how one attempt of a client ended.
+type attemptResult struct {
+	err         error
+	established bool // the session got past the response headers
+	churned     bool // the client ended it to reconnect of its own accord
+}
+
+// attempt runs one session of cl on URL u, carrying the client's resume
+// point in and out, and keeps the URL's live state.
+func (w *worker) attempt(ctx context.Context, cl *simClient, u int) attemptResult {
+	live := &w.live[u]
+	sess := w.newSession(cl.id, u)
+	p := sess.parser()
+	*p = cl.parser
+	sctx := ctx
+	if w.spec.ChurnEvery > 0 {
+		var cancel context.CancelCauseFunc
+		sctx, cancel = context.WithCancelCause(ctx)
+		churn := time.AfterFunc(time.Duration(rand.ExpFloat64()*float64(w.spec.ChurnEvery)), func() { cancel(errChurn) })
+		defer churn.Stop()
+		defer cancel(nil)
+	}
+	var res attemptResult
+	serving := false
 	onConnect := func() {
-		sessionOK = true
-		if !st.connected {
+		res.established = true
+		live.connected.Add(1)
+		live.sessions.Add(1)
+		w.recordSession(u, cl.last)
+		cl.last = u
+		if st := &cl.st; !st.connected {
 			now := time.Now()
 			st.connected = true
 			st.late = now.After(w.spec.T0)
 			st.connectedAt = now.UnixNano()
 		}
 	}
-	onEvent := func(data []byte) { w.onEvent(st, data) }
-
-	const initialTries = 3
-	lastReason := ""
-	drops := map[string]int{}
-	reconnects, failures := 0, 0
-	for attempt := 0; attempt <= w.spec.MaxReconnects; attempt++ {
-		if st.connected {
-			reconnects++
+	onEvent := func(data []byte) {
+		if !serving {
+			serving = true
+			live.serving.Add(1)
 		}
-		sessionOK = false
-		err := sc.session(ctx, onConnect, onEvent)
-		if ctx.Err() != nil {
-			break
-		}
-		lastReason = classify(err)
-		if st.connected {
-			drops[lastReason]++
-		} else if attempt+1 >= initialTries {
-			break
-		}
-		if sessionOK {
-			failures = 0
-		}
-		// Jittered exponential backoff from 50ms to 2s over consecutive
-		// failures, so a restarting node is not hammered in lockstep.
-		backoff := min(50*time.Millisecond<<min(failures, 6), 2*time.Second)
-		failures++
-		backoff = backoff/2 + rand.N(backoff/2+1)
-		if !sleepUntil(ctx, time.Now().Add(backoff)) {
-			break
-		}
+		w.onEvent(&cl.st, u, data)
 	}
-	w.mu.Lock()
-	for k, v := range drops {
-		w.res.Drops[k] += v
+	res.err = sess.session(sctx, onConnect, onEvent)
+	cl.parser = *p
+	if res.established {
+		live.connected.Add(-1)
 	}
-	w.res.Reconnects += reconnects
-	w.mu.Unlock()
-	if !st.connected && lastReason == "" {
-		lastReason = "run ended before connecting"
+	if serving {
+		live.serving.Add(-1)
 	}
-	w.finishClient(st, lastReason)
+	res.churned = ctx.Err() == nil && context.Cause(sctx) == errChurn
+	return res
 }
 
-// newSession returns client i's way to the stream.
-func (w *worker) newSession(i int) sseSession {
-	if w.h2 != nil {
+// count runs f, which updates the worker's result, under its lock.
+func (w *worker) count(f func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f()
+}
+
+// recordSession counts a session established on u; prev is the URL of the
+// client's previous one (-1: none).
+func (w *worker) recordSession(u, prev int) {
+	w.count(func() {
+		r := w.res.URLs[u]
+		r.Sessions++
+		if prev >= 0 {
+			r.Reconnects++
+			if prev != u {
+				r.Failovers++
+			}
+		}
+	})
+}
+
+// recordEnd counts why an attempt on u ended: a drop of an established
+// session, a refusal (an HTTP answer without a stream) or an error.
+func (w *worker) recordEnd(u int, a attemptResult, reason string) {
+	var se statusError
+	refused := !a.established && errors.As(a.err, &se)
+	if refused {
+		w.live[u].refused.Add(1)
+	}
+	w.count(func() {
+		r := w.res.URLs[u]
+		switch {
+		case a.established:
+			r.Drops[reason]++
+		case refused:
+			r.Refusals[reason]++
+		default:
+			r.Errors[reason]++
+		}
+	})
+}
+
+// newSession returns client i's way to the stream at URL u.
+func (w *worker) newSession(i, u int) sseSession {
+	t := &w.targets[u]
+	if t.h2 != nil {
 		k := (i/w.spec.block() - w.spec.First) / w.spec.Stride
-		return &h2Stream{conn: w.h2[k], url: w.spec.URL, timeout: w.spec.ConnectTimeout}
+		return &h2Stream{conn: t.h2[k], url: t.url, timeout: w.spec.ConnectTimeout}
 	}
 	return &streamConn{
 		dialer:     w.dialers[i%len(w.dialers)],
-		addr:       w.addr,
-		host:       w.host,
-		requestURI: w.reqURI,
+		addr:       t.addr,
+		host:       t.host,
+		requestURI: t.reqURI,
 		timeout:    w.spec.ConnectTimeout,
-		tls:        w.tls,
+		tls:        t.tls,
 		dials:      &w.dials,
 	}
 }
 
-func (w *worker) onEvent(st *clientStats, data []byte) {
+// onEvent accounts for one event client st received through URL u.
+func (w *worker) onEvent(st *clientStats, u int, data []byte) {
 	now := time.Now().UnixNano()
 	seq, sent, ok := parseBench(data)
 	if !ok {
@@ -446,13 +661,15 @@ func (w *worker) onEvent(st *clientStats, data []byte) {
 		st.minSeq = seq
 	}
 	st.maxSeq = max(st.maxSeq, seq)
-	w.res.Latency.Record(now - sent) // atomic, shared by all clients
+	w.live[u].latency.Record(now - sent) // atomic, shared by all clients
 }
 
-func (w *worker) finishClient(st *clientStats, failReason string) {
+// finishClient adds a client's tally to its home URL's cohort.
+func (w *worker) finishClient(cl *simClient, failReason string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	r := w.res
+	st := &cl.st
+	r := w.res.URLs[cl.home]
 	if !st.connected {
 		r.Failed++
 		r.FailReasons[failReason]++
@@ -462,13 +679,13 @@ func (w *worker) finishClient(st *clientStats, failReason string) {
 	if st.late {
 		r.Late++
 	} else {
-		r.LastConnect = max(r.LastConnect, st.connectedAt)
+		w.res.LastConnect = max(w.res.LastConnect, st.connectedAt)
 	}
 	r.Distinct += st.distinct
 	r.Dups += st.dups
 	r.Unparsed += st.unparsed
-	if st.minSeq != 0 && (r.MinSeq == 0 || st.minSeq < r.MinSeq) {
-		r.MinSeq = st.minSeq
+	if st.minSeq != 0 && (w.res.MinSeq == 0 || st.minSeq < w.res.MinSeq) {
+		w.res.MinSeq = st.minSeq
 	}
-	r.MaxSeq = max(r.MaxSeq, st.maxSeq)
+	w.res.MaxSeq = max(w.res.MaxSeq, st.maxSeq)
 }
