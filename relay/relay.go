@@ -105,6 +105,10 @@ type Relay struct {
 	// logs keeps per-subscriber and per-stream events (gaps, slow
 	// consumers cut, refused streams) from flooding the log.
 	logs *ratelog.Logger
+
+	// onBackoff, set by tests before any stream starts, is called when a
+	// stream's upstream loop begins a backoff wait.
+	onBackoff func(key string)
 }
 
 // New builds a relay. Close must be called to release it.

@@ -558,11 +558,19 @@ func (s *stream) retryFloor(t Target, d time.Duration) time.Duration {
 	return d
 }
 
+// sleep waits out a backoff. A retarget ends it early: the node has a new
+// view (the parent that failed is gone from it, another one is chosen), and
+// waiting the rest of a backoff meant for the old target only keeps the
+// subscribers waiting.
 func (s *stream) sleep(d time.Duration) {
+	if s.r.onBackoff != nil {
+		s.r.onBackoff(s.key)
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+	case <-s.retarget:
 	case <-s.ctx.Done():
 	}
 }

@@ -660,3 +660,51 @@ func TestRetryFloorAppliesToBackEndsOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestRetargetEndsBackoff: a stream waiting out a backoff after its upstream
+// closed reconnects at once when the node retargets it (its view changed),
+// instead of keeping its subscribers waiting for the rest of the backoff.
+func TestRetargetEndsBackoff(t *testing.T) {
+	reqs := make(chan string, 4)
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := int(n.Add(1))
+		reqs <- fmt.Sprint(i)
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = fmt.Fprintf(w, "id: %d\ndata: x\n\n", i)
+		if i > 1 {
+			http.NewResponseController(w).Flush()
+			<-r.Context().Done()
+		}
+	}))
+	defer srv.Close()
+
+	cfg := testConfig()
+	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
+	r, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backoff := make(chan string, 4)
+	r.onBackoff = func(key string) { backoff <- key }
+	defer r.Close()
+
+	target := func(*Attempt) (Target, error) { return Target{URL: srv.URL, Label: "up"}, nil }
+	s, _, err := r.acquire("k", target, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.unref()
+	await := func(what string, ch <-chan string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s within 5s", what)
+		}
+	}
+	await("first request", reqs)
+	await("backoff after the upstream closed", backoff)
+	r.Retarget("k")
+	await("reconnect after the retarget (the backoff is an hour)", reqs)
+}
