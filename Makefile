@@ -3,11 +3,19 @@
 GO ?= go
 export GOTOOLCHAIN ?= local
 
-.PHONY: test deps demo build vet bench fuzz release test-deploy
+.PHONY: test deps demo build vet bench fuzz release test-deploy test-netns
 
+# The network-namespace drill needs root; it runs whenever make test runs as
+# root (always in CI), and elsewhere the test says it was skipped.
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) test-deploy
+	if [ "$$(id -u)" = 0 ]; then $(MAKE) test-netns; else echo "test-netns skipped: needs root"; fi
+
+# Faults across two data centres in network namespaces (partition, delay
+# and loss, a gateway killed, a Consul server restarted), about 3 minutes.
+test-netns:
+	bash scripts/netns-faults.sh run
 
 # The deployment files: Kubernetes manifests decoded into the API types and
 # checked against a real node's --check (a module of its own, so the main

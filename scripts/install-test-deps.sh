@@ -94,8 +94,28 @@ install_chromium() {
 	echo "installed $(chromium --version 2>/dev/null | head -n1)"
 }
 
+# The network-namespace drill (make test-netns) needs ip and ss (iproute2)
+# and iptables; only root can use them, so elsewhere there is nothing to do.
+install_netns_tools() {
+	if ((EUID != 0)); then
+		echo "skipped: not root (the network-namespace drill needs root)"
+		return 0
+	fi
+	local missing=()
+	command -v ip >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+	command -v iptables >/dev/null 2>&1 || command -v iptables-legacy >/dev/null 2>&1 || missing+=(iptables)
+	if ((${#missing[@]} == 0)); then
+		echo "ip, ss and iptables already installed"
+		return 0
+	fi
+	command -v apt-get >/dev/null 2>&1 || { log "${missing[*]} missing and no apt-get to install them"; return 1; }
+	apt_install "${missing[@]}" >&2
+	echo "installed ${missing[*]}"
+}
+
 total_start=$(date +%s)
 step consul install_consul
+step netns install_netns_tools
 step eventsource install_eventsource
 step chromium install_chromium
 
