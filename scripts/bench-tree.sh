@@ -46,7 +46,16 @@
 #              refused client waits Retry-After.
 #   CHURN=5%/min       clients reconnecting of their own accord (--churn)
 #   RETRY=500ms        reconnection time before the node sends retry:
+#   RAMP, SETTLE       seconds over which the clients connect (default one
+#                      per 500 clients, at least 5) and after which the
+#                      window starts (default 2; 10 past 20,000 clients)
 #   BENCH_FLAGS        further flags for "ssemesh-bench load"
+#   PROFILE=leaf-0     turn on admin.pprof on every node and take a CPU
+#                      profile of that node over PROFILE_SECONDS (default
+#                      20) from PROFILE_AT (default 10) seconds into the
+#                      window, to LOGDIR/NODE.cpu.pprof, and a heap profile
+#                      right after it (NODE.heap.pprof); read them with
+#                      go tool pprof -top bin/ssemesh FILE
 #
 # Ports (all on 127.0.0.1), each plus PORT_OFFSET (default 0): back end
 # 7099; root r: client 8100+r, admin 9100+r, gossip 7100+r; relay x:
@@ -91,6 +100,21 @@ tree_config() {
 		  secret: $(head -c 32 /dev/urandom | base64)
 		  gossip: {fast: true}
 	YAML
+	if [[ -n ${PROFILE:-} ]]; then
+		echo "admin: {pprof: true}" >>"$LOGDIR/node.yaml"
+	fi
+}
+
+# tree_profile NODE DELAY SECONDS: after DELAY seconds, take a CPU profile
+# of the node over SECONDS, then a heap profile, into LOGDIR.
+tree_profile() {
+	local admin
+	admin=$(cat "$LOGDIR/$1.admin")
+	sleep "$2"
+	curl -sf -o "$LOGDIR/$1.cpu.pprof" "http://$admin/debug/pprof/profile?seconds=$3" ||
+		echo "profile of $1 failed" >&2
+	curl -sf -o "$LOGDIR/$1.heap.pprof" "http://$admin/debug/pprof/heap" || true
+	echo "profiles of $1: $LOGDIR/$1.cpu.pprof, $LOGDIR/$1.heap.pprof" >&2
 }
 
 # tree_add NAME TIER CLIENT_PORT ADMIN_PORT GOSSIP_PORT [MAX_CLIENTS]:
@@ -276,6 +300,7 @@ tree_load_shape() {
 # the back end, SIGTERM and then SIGKILL after 15 s.
 tree_cleanup() {
 	local name pid pids=() _
+	[[ -n ${PROFILE_PID:-} ]] && kill "$PROFILE_PID" 2>/dev/null
 	for name in "${TREE_NODES[@]}" backend; do
 		pid=$(tree_pid "$name")
 		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
@@ -337,15 +362,22 @@ bench_tree_main() {
 	tree_wait_parents
 	./bin/ssemesh topology --admin "$(cat "$LOGDIR/leaf-0.admin")" >&2
 
-	# About 1,000 connects a second, at least over 5 s; in full mode the
-	# settle outlasts a refused client's Retry-After, so that it is in
-	# place elsewhere when the window starts.
+	# About 500 connects a second, at least over 5 s (at 1,000 a second the
+	# load generator's processes and the leaves, on the same two cores,
+	# fall behind past 20,000 clients and the last connect inside the
+	# window, counting their missed first events as lost), then a settle of
+	# 10 s past 20,000 clients for the stragglers; in full mode the settle
+	# outlasts a refused client's Retry-After, so that it is in place
+	# elsewhere when the window starts. RAMP and SETTLE (seconds) override.
 	# After the window, events sent in it still count until the load's
 	# drain ends: long enough for clients that a node is draining at the
 	# window's end to come back.
 	local ramp settle=2 drain=3
-	ramp=$((clients / 1000 > 5 ? clients / 1000 : 5))s
-	[[ $storm == full ]] && settle=$((${RETRY_AFTER:-5} * 3 / 2 + 3))
+	ramp=$((clients / 500 > 5 ? clients / 500 : 5))s
+	((clients > 20000)) && settle=10
+	[[ $storm == full ]] && settle=$((settle > ${RETRY_AFTER:-5} * 3 / 2 + 3 ? settle : ${RETRY_AFTER:-5} * 3 / 2 + 3))
+	[[ -n ${RAMP:-} ]] && ramp=$(tree_seconds "$RAMP")s
+	[[ -n ${SETTLE:-} ]] && settle=$(tree_seconds "$SETTLE")
 	[[ $storm == restart ]] && drain=$(($(tree_seconds "${DRAIN:-10s}") + 8))
 	tree_load_shape "$clients"
 	if [[ $storm == kill || $storm == restart ]]; then
@@ -360,6 +392,11 @@ bench_tree_main() {
 		storm_desc=", storm: $storm leaf-$storm_leaf at +${storm_at}s"
 	fi
 	[[ -n $churn ]] && storm_flags+=(--churn "$churn")
+	if [[ -n ${PROFILE:-} ]]; then
+		[[ -s $LOGDIR/$PROFILE.admin ]] || tree_die "PROFILE=$PROFILE: no such node"
+		tree_profile "$PROFILE" $(($(tree_seconds "$ramp") + settle + ${PROFILE_AT:-10})) "${PROFILE_SECONDS:-20}" &
+		PROFILE_PID=$!
+	fi
 	echo "load: $clients clients over $leaves leaves (${share} each${LEAF_MAX[$storm_leaf]:+, leaf-$storm_leaf admits ${LEAF_MAX[$storm_leaf]}}), $PROCS processes, sources $SOURCES, ramp $ramp, window $duration${storm_desc}${churn:+, churn $churn}; back end $rate ev/s of $size bytes" >&2
 	# shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
 	./bin/ssemesh-bench load --urls "$(tree_urls)" --clients "$clients" --procs "$PROCS" --sources "$SOURCES" \

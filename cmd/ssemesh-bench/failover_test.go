@@ -344,7 +344,7 @@ func TestLossAcrossFailover(t *testing.T) {
 			w.recordSession(s.url, cl.last)
 			cl.last = s.url
 			for seq := s.from; seq <= s.to; seq++ {
-				w.onEvent(&cl.st, s.url, benchEvent(seq, t0.Add(time.Duration(seq)*time.Second)))
+				w.onEvent(&cl.st, s.url, benchEvent(seq, t0.Add(time.Duration(seq)*time.Second)), false)
 			}
 		}
 		w.finishClient(cl, "refused")
@@ -359,7 +359,7 @@ func TestLossAcrossFailover(t *testing.T) {
 		feed(w, 0)
 		// Outside the window: not counted.
 		cl := &simClient{home: 1}
-		w.onEvent(&cl.st, 1, benchEvent(99, t1))
+		w.onEvent(&cl.st, 1, benchEvent(99, t1), false)
 		if cl.st.distinct != 0 || cl.st.dups != 0 {
 			t.Fatalf("out-of-window event counted: %+v", cl.st)
 		}
@@ -498,7 +498,7 @@ func TestNodeCost(t *testing.T) {
 		pt(3, 11, 50, 0.1), pt(4, 11, 60, 0.6), pt(5, 11, 70, 5),
 	}
 	c := costOf("leaf-0", pts, t0, at(4))
-	want := NodeCost{Name: "leaf-0", PIDs: []int{10, 11}, RSSStartKB: 110, RSSEndKB: 60, RSSMaxKB: 120, CPUSeconds: 1, CPUPercent: 25, DownSamples: 1}
+	want := NodeCost{Name: "leaf-0", PIDs: []int{10, 11}, RSSFirstKB: 100, RSSStartKB: 110, RSSEndKB: 60, RSSMaxKB: 120, CPUSeconds: 1, CPUPercent: 25, DownSamples: 1}
 	if fmt.Sprint(c) != fmt.Sprint(want) {
 		t.Fatalf("got %+v, want %+v", c, want)
 	}
@@ -547,5 +547,58 @@ func TestInstants(t *testing.T) {
 	}
 	if fmt.Sprint(rel) != "[0s 1s 1.5s 2s]" {
 		t.Fatalf("instants %v", rel)
+	}
+}
+
+// TestStormLatency checks that only sessions established before the storm
+// count in its latency, and only for events sent in its span; and that the
+// workers' histograms merge.
+func TestStormLatency(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	t1 := t0.Add(time.Minute)
+	from, to := t0.Add(10*time.Second), t0.Add(20*time.Second)
+	newW := func() *worker {
+		w := &worker{spec: workerSpec{T0: t0, T1: t1, StormFrom: from, StormTo: to}, t0: t0.UnixNano(), t1: t1.UnixNano(),
+			stormFrom: from.UnixNano(), stormTo: to.UnixNano(), stormLat: benchstat.NewHistogram(),
+			live: make([]urlLive, 1), res: newWorkerResult()}
+		w.live[0].latency = benchstat.NewHistogram()
+		w.res.URLs = append(w.res.URLs, newURLResult())
+		return w
+	}
+	w := newW()
+	calm, moved := &simClient{}, &simClient{}
+	for seq := int64(1); seq <= 30; seq++ {
+		ev := benchEvent(seq, t0.Add(time.Duration(seq)*time.Second))
+		w.onEvent(&calm.st, 0, ev, true)
+		w.onEvent(&moved.st, 0, ev, false)
+	}
+	// Seqs 10..19 were sent in [from, to).
+	if n := w.stormLat.Count(); n != 10 {
+		t.Fatalf("storm latency samples %d, want 10", n)
+	}
+	m := newWorkerResult()
+	m.merge(&workerResult{StormLatency: w.stormLat})
+	m.merge(&workerResult{StormLatency: w.stormLat})
+	m.merge(&workerResult{})
+	if n := m.StormLatency.Count(); n != 20 {
+		t.Fatalf("merged storm latency samples %d, want 20", n)
+	}
+}
+
+// TestNodeClients checks the RSS per client of a node named like a URL.
+func TestNodeClients(t *testing.T) {
+	r := &Report{
+		URLs:  []URLReport{{Name: "leaf-0", ConnectedAtStart: 1000}, {Name: "leaf-1"}},
+		Nodes: []NodeCost{{Name: "leaf-0", RSSFirstKB: 10_000, RSSStartKB: 11_500}, {Name: "leaf-1", RSSFirstKB: 1, RSSStartKB: 2}, {Name: "root-0", RSSFirstKB: 1, RSSStartKB: 2}},
+	}
+	r.nodeClients()
+	if n := r.Nodes[0]; n.Clients != 1000 || n.RSSPerClientKB != 1.5 {
+		t.Fatalf("leaf-0: %+v", n)
+	}
+	if n := r.Nodes[1]; n.Clients != 0 || n.RSSPerClientKB != 0 {
+		t.Fatalf("leaf-1 without clients: %+v", n)
+	}
+	if n := r.Nodes[2]; n.Clients != 0 {
+		t.Fatalf("root-0: %+v", n)
 	}
 }

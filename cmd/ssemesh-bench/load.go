@@ -61,6 +61,7 @@ type loadConfig struct {
 	backendStats   string
 	stormAt        time.Duration
 	stormCmd       string
+	stormSpan      time.Duration
 	json           bool
 	jsonFile       string
 	// exe is the binary re-executed as "worker"; os.Executable by default.
@@ -115,6 +116,7 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	fs.StringVar(&c.backendStats, "backend-stats", "", "URL of the bench back end's connection count (ssemesh-bench backend: /_backend/connections), sampled every second")
 	fs.DurationVar(&c.stormAt, "storm-at", 0, "run --storm-cmd this long into the window")
 	fs.StringVar(&c.stormCmd, "storm-cmd", "", "shell command run at --storm-at (e.g. kill -9 PID); the report measures the recovery from it")
+	fs.DurationVar(&c.stormSpan, "storm-span", 15*time.Second, "the storm's first part, over which the report gives the latency of the clients it did not disconnect")
 	fs.BoolVar(&c.json, "json", false, "print the report as JSON")
 	fs.StringVar(&c.jsonFile, "json-file", "", "also write the report as JSON to this file")
 	if err := fs.Parse(args); err != nil {
@@ -256,6 +258,8 @@ func (c loadConfig) validate() error {
 		return fmt.Errorf("--sample-every %v: at least 10ms", c.sampleEvery)
 	case (c.stormCmd == "") != (c.stormAt == 0):
 		return errors.New("--storm-at and --storm-cmd go together")
+	case c.stormSpan <= 0:
+		return fmt.Errorf("--storm-span %v must be positive", c.stormSpan)
 	case c.stormAt < 0 || c.stormAt >= c.duration:
 		return fmt.Errorf("--storm-at %v must fall inside the window (--duration %v)", c.stormAt, c.duration)
 	}
@@ -399,6 +403,13 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 	sched.T0 = start.Add(cfg.ramp + cfg.settle)
 	sched.T1 = sched.T0.Add(cfg.duration)
 	sched.End = sched.T1.Add(cfg.drain)
+	if cfg.stormCmd != "" {
+		sched.StormFrom = sched.T0.Add(cfg.stormAt)
+		sched.StormTo = sched.StormFrom.Add(cfg.stormSpan)
+		if sched.StormTo.After(sched.T1) {
+			sched.StormTo = sched.T1
+		}
+	}
 	t0, t1 := sched.T0, sched.T1
 	rep.WindowStart, rep.WindowEnd, rep.WindowSeconds = t0, t1, cfg.duration.Seconds()
 
@@ -476,10 +487,13 @@ func load(ctx context.Context, cfg loadConfig, stderr io.Writer, log logrus.Fiel
 	rep.fillURLs(cfg.urls, merged)
 	if mon.active() {
 		rep.Nodes = mon.nodeCosts(t0, t1)
+		rep.nodeClients()
 		rep.Backend = mon.backendReport(t0)
 	}
 	if storm != nil {
 		storm.analyse(merged.Timeline, cfg.urls, t1)
+		storm.Calm = latencyOf(merged.StormLatency)
+		storm.CalmSeconds = sched.StormTo.Sub(sched.StormFrom).Seconds()
 		rep.Storm = storm
 	}
 

@@ -226,6 +226,7 @@ type NodeCost struct {
 	// PIDs lists the processes seen, in order: more than one means the
 	// node was restarted.
 	PIDs       []int   `json:"pids"`
+	RSSFirstKB int64   `json:"rss_first_kb"` // the first reading, before the ramp
 	RSSStartKB int64   `json:"rss_start_kb"` // at the window's start
 	RSSEndKB   int64   `json:"rss_end_kb"`   // at its end
 	RSSMaxKB   int64   `json:"rss_max_kb"`   // over the run
@@ -233,6 +234,11 @@ type NodeCost struct {
 	CPUPercent float64 `json:"cpu_percent"`  // of one core
 	// DownSamples counts readings that found no process.
 	DownSamples int `json:"down_samples"`
+	// For a node that is also one of the load's URLs (same name): the
+	// clients it held at the window's start and what each cost it, RSS at
+	// the window's start less the first reading, over those clients.
+	Clients        int     `json:"clients,omitempty"`
+	RSSPerClientKB float64 `json:"rss_per_client_kb,omitempty"`
 }
 
 // nodeCosts summarises the readings of every node.
@@ -261,6 +267,9 @@ func costOf(name string, pts []procPoint, t0, t1 time.Time) NodeCost {
 		}
 		if len(c.PIDs) == 0 || c.PIDs[len(c.PIDs)-1] != p.pid {
 			c.PIDs = append(c.PIDs, p.pid)
+		}
+		if c.RSSFirstKB == 0 {
+			c.RSSFirstKB = p.RSSKB
 		}
 		c.RSSMaxKB = max(c.RSSMaxKB, p.RSSKB)
 		if p.at.Equal(t0) {

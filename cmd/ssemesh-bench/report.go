@@ -195,6 +195,23 @@ func (r *Report) fillURLs(urls []namedURL, m *workerResult) {
 	}
 }
 
+// nodeClients sets the clients and the RSS per client of every node named
+// like one of the URLs (a leaf of scripts/bench-tree.sh).
+func (r *Report) nodeClients() {
+	for i := range r.Nodes {
+		n := &r.Nodes[i]
+		for _, u := range r.URLs {
+			if u.Name != n.Name || u.ConnectedAtStart <= 0 {
+				continue
+			}
+			n.Clients = u.ConnectedAtStart
+			if n.RSSFirstKB > 0 && n.RSSStartKB > n.RSSFirstKB {
+				n.RSSPerClientKB = float64(n.RSSStartKB-n.RSSFirstKB) / float64(n.Clients)
+			}
+		}
+	}
+}
+
 // latencyOf summarises a histogram of nanoseconds in milliseconds.
 func latencyOf(h *benchstat.Histogram) Latency {
 	if h == nil {

@@ -80,9 +80,10 @@ func (r *Report) writeNodes(w io.Writer) {
 	if len(r.Nodes) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "  nodes       RSS at window start/end and the most over the run; CPU in the window")
+	fmt.Fprintln(w, "  nodes       RSS at window start/end and the most over the run; CPU in the window; per client (leaves):")
+	fmt.Fprintln(w, "              RSS at window start less the first reading, over the clients on it at window start")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tNODE\tPID\tRSS T0 MiB\tRSS T1 MiB\tRSS MAX MiB\tCPU s\tCPU %\t\t")
+	fmt.Fprintln(tw, "\tNODE\tPID\tRSS T0 MiB\tRSS T1 MiB\tRSS MAX MiB\tCPU s\tCPU %\tCLIENTS T0\tKiB/CLIENT\t\t")
 	for _, n := range r.Nodes {
 		pids := make([]string, len(n.PIDs))
 		for i, p := range n.PIDs {
@@ -95,8 +96,15 @@ func (r *Report) writeNodes(w io.Writer) {
 		if n.DownSamples > 0 {
 			note = strings.TrimPrefix(note+fmt.Sprintf(", down in %d reading(s)", n.DownSamples), ", ")
 		}
-		fmt.Fprintf(tw, "\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.0f\t%s\t\n", n.Name, strings.Join(pids, ">"),
-			kib2mib(n.RSSStartKB), kib2mib(n.RSSEndKB), kib2mib(n.RSSMaxKB), n.CPUSeconds, n.CPUPercent, note)
+		clients, per := "-", "-"
+		if n.Clients > 0 {
+			clients = fmt.Sprint(n.Clients)
+		}
+		if n.RSSPerClientKB > 0 {
+			per = fmt.Sprintf("%.2f", n.RSSPerClientKB)
+		}
+		fmt.Fprintf(tw, "\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.0f\t%s\t%s\t%s\t\n", n.Name, strings.Join(pids, ">"),
+			kib2mib(n.RSSStartKB), kib2mib(n.RSSEndKB), kib2mib(n.RSSMaxKB), n.CPUSeconds, n.CPUPercent, clients, per, note)
 	}
 	_ = tw.Flush()
 }
@@ -144,6 +152,10 @@ func (s *StormReport) writeText(w io.Writer) {
 	rec("connected", s.Connected)
 	fmt.Fprintf(w, "  reconnects  %d sessions after the storm over %.2fs: %.0f/s average; peak %.0f/s over 1 s, %.0f/s over %.2fs\n",
 		s.Sessions, s.SpanSeconds, s.AvgPerS, s.PeakPerS, s.PeakSamplePerS, s.SampleSeconds)
+	if c := s.Calm; c.Count > 0 {
+		fmt.Fprintf(w, "  undisturbed clients on sessions from before the storm, events sent in its first %.0fs: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d receipts)\n",
+			s.CalmSeconds, c.P50Ms, c.P99Ms, c.MaxMs, c.Count)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tNAME\tON BEFORE\tON AFTER\tNEW SESS\tPEAK /s\tREFUSED\tREFUSED PEAK /s\t")
 	for _, u := range s.URLs {

@@ -40,6 +40,11 @@ type StormReport struct {
 	PeakPerS       float64    `json:"peak_per_second"`
 	PeakSamplePerS float64    `json:"peak_sample_per_second"`
 	URLs           []StormURL `json:"urls"`
+	// Calm is the latency of the clients the storm did not disconnect
+	// (sessions established before it) for the events sent in its first
+	// CalmSeconds (--storm-span): what the storm cost those already served.
+	Calm        Latency `json:"calm_latency"`
+	CalmSeconds float64 `json:"calm_seconds"`
 }
 
 // Recovery is how one count came back after the storm.

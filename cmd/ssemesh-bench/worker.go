@@ -54,6 +54,11 @@ type workerSpec struct {
 	T0    time.Time     `json:"t0"`
 	T1    time.Time     `json:"t1"`
 	End   time.Time     `json:"end"`
+	// StormFrom and StormTo (zero: no storm) bound the send times of the
+	// events whose latency StormLatency records for sessions established
+	// before StormFrom: the clients the storm did not disconnect.
+	StormFrom time.Time `json:"storm_from,omitzero"`
+	StormTo   time.Time `json:"storm_to,omitzero"`
 	// ConnectTimeout bounds dialling plus the response headers.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
 	// MaxReconnects bounds the attempts of one client after its first;
@@ -100,6 +105,9 @@ type workerResult struct {
 	Unparsed int64 `json:"unparsed"` // events without a bench payload
 	// Latency of first receipts, in nanoseconds.
 	Latency *benchstat.Histogram `json:"latency"`
+	// StormLatency: of the first receipts of events sent in [StormFrom,
+	// StormTo) on sessions established before StormFrom.
+	StormLatency *benchstat.Histogram `json:"storm_latency,omitempty"`
 	// CPU seconds of this process during the window and in total.
 	CPUWindow   float64 `json:"cpu_window"`
 	CPUTotal    float64 `json:"cpu_total"`
@@ -133,6 +141,12 @@ func (r *workerResult) merge(o *workerResult) {
 	r.Unparsed += o.Unparsed
 	if o.Latency != nil {
 		r.Latency.Merge(o.Latency)
+	}
+	if o.StormLatency != nil {
+		if r.StormLatency == nil {
+			r.StormLatency = benchstat.NewHistogram()
+		}
+		r.StormLatency.Merge(o.StormLatency)
 	}
 	r.CPUWindow += o.CPUWindow
 	r.CPUTotal += o.CPUTotal
@@ -271,8 +285,12 @@ type worker struct {
 	targets []target
 	dialers []*net.Dialer
 	t0, t1  int64 // window in unix nanoseconds
-	dials   atomic.Int64
-	live    []urlLive // per URL
+	// The storm's part in unix nanoseconds, and the latency there of the
+	// sessions it did not end (nil: no storm).
+	stormFrom, stormTo int64
+	stormLat           *benchstat.Histogram
+	dials              atomic.Int64
+	live               []urlLive // per URL
 
 	mu  sync.Mutex
 	res *workerResult
@@ -319,6 +337,10 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 			return nil, fmt.Errorf("worker %d: %w", spec.ID, err)
 		}
 		w.targets = append(w.targets, t)
+	}
+	if !spec.StormFrom.IsZero() {
+		w.stormFrom, w.stormTo = spec.StormFrom.UnixNano(), spec.StormTo.UnixNano()
+		w.stormLat = benchstat.NewHistogram()
 	}
 	for i := range w.live {
 		w.live[i].latency = benchstat.NewHistogram()
@@ -369,6 +391,7 @@ func runWorker(ctx context.Context, spec workerSpec, log logrus.FieldLogger) (*w
 		res.URLs[u].Latency = w.live[u].latency
 	}
 	res.sumURLs()
+	res.StormLatency = w.stormLat
 	res.Timeline = tl
 	res.Connections = w.dials.Load()
 	if cpuT1 > 0 {
@@ -548,8 +571,10 @@ func (w *worker) attempt(ctx context.Context, cl *simClient, u int) attemptResul
 	}
 	var res attemptResult
 	serving := false
+	calm := false // established before the storm
 	onConnect := func() {
 		res.established = true
+		calm = w.stormLat != nil && time.Now().UnixNano() < w.stormFrom
 		live.connected.Add(1)
 		live.sessions.Add(1)
 		w.recordSession(u, cl.last)
@@ -566,7 +591,7 @@ func (w *worker) attempt(ctx context.Context, cl *simClient, u int) attemptResul
 			serving = true
 			live.serving.Add(1)
 		}
-		w.onEvent(&cl.st, u, data)
+		w.onEvent(&cl.st, u, data, calm)
 	}
 	res.err = sess.session(sctx, onConnect, onEvent)
 	cl.parser = *p
@@ -641,8 +666,9 @@ func (w *worker) newSession(i, u int) sseSession {
 	}
 }
 
-// onEvent accounts for one event client st received through URL u.
-func (w *worker) onEvent(st *clientStats, u int, data []byte) {
+// onEvent accounts for one event client st received through URL u; calm
+// says the session began before the storm.
+func (w *worker) onEvent(st *clientStats, u int, data []byte, calm bool) {
 	now := time.Now().UnixNano()
 	seq, sent, ok := parseBench(data)
 	if !ok {
@@ -662,6 +688,9 @@ func (w *worker) onEvent(st *clientStats, u int, data []byte) {
 	}
 	st.maxSeq = max(st.maxSeq, seq)
 	w.live[u].latency.Record(now - sent) // atomic, shared by all clients
+	if calm && sent >= w.stormFrom && sent < w.stormTo {
+		w.stormLat.Record(now - sent)
+	}
 }
 
 // finishClient adds a client's tally to its home URL's cohort.

@@ -28,10 +28,15 @@ type schedule struct {
 	T0    time.Time `json:"t0"`
 	T1    time.Time `json:"t1"`
 	End   time.Time `json:"end"`
+	// With a storm: its part [StormFrom, StormTo) over which the clients
+	// it did not disconnect have their latency measured apart.
+	StormFrom time.Time `json:"storm_from,omitzero"`
+	StormTo   time.Time `json:"storm_to,omitzero"`
 }
 
 func (s *workerSpec) setSchedule(sc schedule) {
 	s.Start, s.T0, s.T1, s.End = sc.Start, sc.T0, sc.T1, sc.End
+	s.StormFrom, s.StormTo = sc.StormFrom, sc.StormTo
 }
 
 // workerProc is a started worker process.
