@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/internal/retry"
 )
@@ -51,6 +52,9 @@ type consulState struct {
 	servicesSeen, remoteSeen bool
 	pending                  map[string]bool
 	down                     bool // an outage is in progress (it was logged)
+	// holds keep another data centre's last known nodes and back ends
+	// through a restart of its Consul servers, by DC.
+	holds map[string]*remoteHold
 }
 
 func newConsulState() consulState {
@@ -61,6 +65,7 @@ func newConsulState() consulState {
 		errs:     make(map[string]error),
 
 		remoteBackends: make(map[string][]Backend),
+		holds:          make(map[string]*remoteHold),
 	}
 }
 
@@ -530,7 +535,7 @@ func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
 		if dc == cc.Datacenter {
 			continue
 		}
-		entries, _, err := m.consul.Passing(ctx, cc.Service, "", consulQuery{DC: dc})
+		entries, index, err := m.consul.Passing(ctx, cc.Service, "", consulQuery{DC: dc})
 		if ctx.Err() != nil {
 			return
 		}
@@ -547,15 +552,25 @@ func (m *Mesh) refreshDCs(ctx context.Context, dcs []string) {
 		for _, e := range entries {
 			members = append(members, remoteMember(dc, e))
 		}
-		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
-		fresh[dc] = members
-		if bs, ok := m.remoteBackendsOf(ctx, dc); ok {
-			freshBackends[dc] = bs
-		} else {
-			m.mu.Lock()
-			freshBackends[dc] = m.cs.remoteBackends[dc]
-			m.mu.Unlock()
+		bs, ok := m.remoteBackendsOf(ctx, dc)
+		m.mu.Lock()
+		if !ok {
+			bs = m.cs.remoteBackends[dc]
 		}
+		h := m.cs.holds[dc]
+		if h == nil {
+			h = &remoteHold{}
+			m.cs.holds[dc] = h
+		}
+		members, bs, reset := h.observe(time.Now(), index, m.remoteResetGrace(), members, m.cs.remote[dc], bs, m.cs.remoteBackends[dc])
+		m.mu.Unlock()
+		if reset {
+			m.log.WithFields(logrus.Fields{"dc": dc, "grace": m.remoteResetGrace()}).Warn("mesh: consul of another data centre lost its catalog (its index went back): keeping that data centre's last known nodes and back ends while they register again")
+		}
+		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+		sort.SliceStable(bs, func(i, j int) bool { return bs[i].Name < bs[j].Name })
+		fresh[dc] = members
+		freshBackends[dc] = bs
 	}
 	m.mu.Lock()
 	if !reflect.DeepEqual(freshBackends, m.cs.remoteBackends) {

@@ -371,3 +371,27 @@ func (f *fakeConsul) callsOf(method string) []time.Time {
 }
 
 var errFakeDown = errors.New("connect: connection refused")
+
+// restartDC empties another data centre's catalog and resets its index, as
+// that data centre's Consul servers do when they restart without their data.
+func (f *fakeConsul) restartDC(dc string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, d := f.dcLocked(dc)
+	d.instances = map[string]*fakeInstance{}
+	d.index = 1
+	f.wakeLocked()
+}
+
+// callsIn counts the calls of method made to data centre dc.
+func (f *fakeConsul) callsIn(method, dc string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		if c.method == method && c.dc == dc {
+			n++
+		}
+	}
+	return n
+}
