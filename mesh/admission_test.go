@@ -63,8 +63,8 @@ func TestValidateGossipSecurity(t *testing.T) {
 					t.Fatalf("%s: want valid, got %v", what, err)
 				case tc.want != "" && err == nil:
 					t.Fatalf("%s: want error %q, got nil", what, tc.want)
-				case tc.want != "" && !strings.HasPrefix(err.Error(), tc.want):
-					t.Fatalf("%s: want error starting %q, got %v", what, tc.want, err)
+				case tc.want != "" && !strings.HasPrefix(fieldError(err), tc.want):
+					t.Fatalf("%s: want error starting %q, got %s", what, tc.want, fieldError(err))
 				}
 			}
 			check("CheckConfig", CheckConfig(cfg))

@@ -274,8 +274,8 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("want valid, got %v", err)
 			case tc.wantKey != "" && err == nil:
 				t.Fatalf("want error %q, got nil", tc.wantKey)
-			case tc.wantKey != "" && !strings.HasPrefix(err.Error(), tc.wantKey):
-				t.Fatalf("want error starting %q, got %v", tc.wantKey, err)
+			case tc.wantKey != "" && !strings.HasPrefix(fieldError(err), tc.wantKey):
+				t.Fatalf("want error starting %q, got %s", tc.wantKey, fieldError(err))
 			}
 			if tc.wantKey != "" {
 				if _, err := New(cfg); err == nil {

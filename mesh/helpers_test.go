@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,7 +13,25 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/ssemesh/ssemesh/internal/cfgerr"
 )
+
+// fieldError is a configuration error as an operator reads it, with its key
+// under the mesh section ("mesh.gossip.key: reason"): "" for nil, and
+// marked untyped when err carries no *cfgerr.Error.
+func fieldError(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *cfgerr.Error
+	if !errors.As(err, &e) {
+		return "untyped: " + err.Error()
+	}
+	var p *cfgerr.Error
+	errors.As(cfgerr.Prefix("mesh", e), &p)
+	return p.Key + ": " + p.Reason
+}
 
 // lockedBuffer collects log output; goroutines of memberlist may still log
 // after a test ends, which t.Log would not allow.

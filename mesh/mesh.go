@@ -109,18 +109,12 @@ func newMesh(cfg Config, consul consulAPI) (*Mesh, error) {
 		cs:      newConsulState(),
 		warming: cfg.Warmup,
 	}
+	// Validate decoded the keys already.
 	if cfg.Gossip.Key != "" {
-		k, err := decodeKey(cfg.Gossip.Key)
-		if err != nil {
-			return nil, fmt.Errorf("mesh.gossip.key: %w", err)
-		}
-		m.key = k
+		m.key, _ = decodeKey(cfg.Gossip.Key)
 	}
-	for i, s := range cfg.Gossip.AcceptKeys {
-		k, err := decodeKey(s)
-		if err != nil {
-			return nil, fmt.Errorf("mesh.gossip.accept_keys[%d]: %w", i, err)
-		}
+	for _, s := range cfg.Gossip.AcceptKeys {
+		k, _ := decodeKey(s)
 		m.acceptKeys = append(m.acceptKeys, k)
 	}
 	switch {

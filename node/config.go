@@ -12,6 +12,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/cfgerr"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
+	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -180,19 +181,19 @@ type Credentials struct {
 }
 
 // MeshConfig places the node in the mesh (used when the mesh is enabled).
+// The mesh package's own section (dc, tier, settle, gossip, consul) is
+// embedded with its YAML keys; the node adds what it does with the mesh:
+// the advertised host, avoiding and handing off parents, and proving
+// membership. mesh.Config's runtime fields (node ID, advertised addresses,
+// capacity) are not read from the file: startMesh fills them.
 type MeshConfig struct {
-	DC   string `yaml:"dc"`
-	Tier int    `yaml:"tier"`
+	mesh.Config `yaml:",inline"`
 	// Advertise is the host (IP or DNS name) peers and Consul use to reach
 	// this node's client and admin listeners, on the ports they are bound
 	// to. Default: the host of gossip.advertise when set; otherwise the
 	// listener's own host, or the machine's private IPv4 address when the
 	// listener is bound to every interface (0.0.0.0, [::] or no host).
-	Advertise string       `yaml:"advertise"`
-	Gossip    GossipConfig `yaml:"gossip"`
-	Consul    ConsulConfig `yaml:"consul"`
-	// Settle coalesces membership flaps before streams are re-parented.
-	Settle Duration `yaml:"settle"`
+	Advertise string `yaml:"advertise"`
 	// AvoidFor is how long a parent that failed or refused (508) is
 	// skipped for.
 	AvoidFor Duration `yaml:"avoid_for"`
@@ -213,31 +214,6 @@ type MeshConfig struct {
 
 // Enabled reports whether the node joins a mesh at all.
 func (m MeshConfig) Enabled() bool { return m.Gossip.Bind != "" || m.Consul.Address != "" }
-
-// GossipConfig is the memberlist side of the mesh.
-type GossipConfig struct {
-	Bind      string   `yaml:"bind"`
-	Advertise string   `yaml:"advertise"`
-	Seeds     []string `yaml:"seeds"`
-	Key       string   `yaml:"key"`
-	// AcceptKeys decrypt but never encrypt: for rotating Key.
-	AcceptKeys []string `yaml:"accept_keys"`
-	// InsecureNoKey allows unencrypted, unauthenticated gossip on an
-	// address other than loopback.
-	InsecureNoKey bool `yaml:"insecure_no_key"`
-	// AllowedNetworks restricts the addresses gossip members may have.
-	AllowedNetworks []string `yaml:"allowed_networks"`
-	// Fast uses loopback test timings: failures detected in about 3 s.
-	Fast bool `yaml:"fast"`
-}
-
-// ConsulConfig is the Consul side of the mesh.
-type ConsulConfig struct {
-	Address    string `yaml:"address"`
-	Token      string `yaml:"token"`
-	Datacenter string `yaml:"datacenter"`
-	Tag        string `yaml:"tag"`
-}
 
 // Duration reads "15s"-style YAML values.
 type Duration time.Duration
@@ -270,8 +246,7 @@ func DefaultConfig() Config {
 		Drain: Duration(10 * time.Second),
 		Relay: relay.DefaultConfig(),
 		Mesh: MeshConfig{
-			DC:       "dc1",
-			Settle:   Duration(200 * time.Millisecond),
+			Config:   mesh.Config{DC: "dc1", Settle: mesh.DefaultSettle},
 			AvoidFor: Duration(30 * time.Second),
 			Handoff:  Duration(10 * time.Second),
 		},

@@ -104,8 +104,8 @@ func (c *Config) Validate() error {
 	}
 	for _, d := range []struct {
 		key string
-		d   Duration
-	}{{"mesh.avoid_for", c.Mesh.AvoidFor}, {"mesh.handoff", c.Mesh.Handoff}, {"mesh.settle", c.Mesh.Settle}} {
+		d   time.Duration
+	}{{"mesh.avoid_for", c.Mesh.AvoidFor.D()}, {"mesh.handoff", c.Mesh.Handoff.D()}, {"mesh.settle", c.Mesh.Settle}} {
 		if d.d < 0 {
 			return &ConfigError{Key: d.key, Reason: "must not be negative"}
 		}

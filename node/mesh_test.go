@@ -42,7 +42,7 @@ func meshNode(t *testing.T, s meshSpec, mutate func(*Config)) *Node {
 	cfg.Mesh.Secret = testSecret
 	cfg.Mesh.Consul.Address = s.consul
 	cfg.Mesh.Consul.Datacenter = s.dc
-	cfg.Mesh.Settle = Duration(100 * time.Millisecond)
+	cfg.Mesh.Settle = 100 * time.Millisecond
 	cfg.Mesh.AvoidFor = Duration(5 * time.Second)
 	cfg.Mesh.Handoff = Duration(5 * time.Second)
 	cfg.Relay.ReadyTimeout = time.Duration(10 * time.Second)

@@ -46,9 +46,15 @@ type Node struct {
 	routesMu    sync.Mutex
 	routes      map[string]*route
 
-	mesh  *mesh.Mesh
-	plan  atomic.Pointer[topology.Plan]
-	avoid *avoidList
+	mesh *mesh.Mesh
+	// streams and view are the relay and the mesh as routing sees them
+	// (seams.go): routes, avoidance and re-parenting reach them only
+	// through these, so they are tested with fakes. view is nil outside
+	// a mesh.
+	streams streamRelay
+	view    meshView
+	plan    atomic.Pointer[topology.Plan]
+	avoid   *avoidList
 	// members is the membership the avoid entries were made under; see
 	// forgetAvoidOnChange. Only the goroutine applying views touches it.
 	members string
@@ -121,6 +127,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		cfg:     cfg,
 		log:     log.WithField("component", "node"),
 		relay:   r,
+		streams: r,
 		routes:  make(map[string]*route),
 		avoid:   newAvoidList(),
 		stop:    make(chan struct{}),

@@ -37,7 +37,7 @@ type route struct {
 // ancestry and back end belong to the request that opened the old stream,
 // and reusing them would refuse a chain that is no longer a loop.
 func (n *Node) route(key, path, query, backend string, via []string) *route {
-	open := n.relay.Has(key)
+	open := n.streams.Has(key)
 	n.routesMu.Lock()
 	defer n.routesMu.Unlock()
 	rt := n.routes[key]
@@ -51,7 +51,7 @@ func (n *Node) route(key, path, query, backend string, via []string) *route {
 // pruneRoutes forgets routes of streams the relay no longer holds.
 func (n *Node) pruneRoutes() {
 	open := map[string]bool{}
-	for _, k := range n.relay.Keys() {
+	for _, k := range n.streams.Keys() {
 		open[k] = true
 	}
 	n.routesMu.Lock()
@@ -75,7 +75,7 @@ func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 	if m == nil {
 		return relay.Target{}, fmt.Errorf("back end %s is no longer mounted", rt.backend)
 	}
-	if n.mesh == nil {
+	if n.view == nil {
 		return rt.backendTarget(m)
 	}
 	c, err := n.choose(rt.key, m.dc)
@@ -164,7 +164,7 @@ func (rt *route) backendTarget(m *mount) (relay.Target, error) {
 // is one (a switch the new parent refused leaves the stream on the old),
 // else the last choice.
 func (rt *route) current() (string, bool) {
-	if p, live := rt.n.relay.LiveParent(rt.key); live {
+	if p, live := rt.n.streams.LiveParent(rt.key); live {
 		return p, true
 	}
 	rt.mu.Lock()
