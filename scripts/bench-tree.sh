@@ -39,7 +39,9 @@
 #              again; the report shows the reconnect spread: peak rate of
 #              new sessions against the average.
 #     full     start the leaf with max_clients FULL_MAX_CLIENTS (default a
-#              quarter of its share): it refuses the rest with 503
+#              quarter of its share, or more when the other leaves cannot
+#              hold the rest at MAX_CLIENTS: what they cannot hold plus 2%
+#              of the clients): it refuses the rest with 503
 #              max_clients and Retry-After, and they go to the others; with
 #              CHURN (default 10%/min here) clients keep arriving, and the
 #              full leaf's refusals per second stay bounded because each
@@ -300,7 +302,7 @@ tree_load_shape() {
 # the back end, SIGTERM and then SIGKILL after 15 s.
 tree_cleanup() {
 	local name pid pids=() _
-	[[ -n ${PROFILE_PID:-} ]] && kill "$PROFILE_PID" 2>/dev/null
+	if [[ -n ${PROFILE_PID:-} ]]; then kill "$PROFILE_PID" 2>/dev/null || true; fi
 	for name in "${TREE_NODES[@]}" backend; do
 		pid=$(tree_pid "$name")
 		[[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
@@ -342,7 +344,10 @@ bench_tree_main() {
 		;;
 	full)
 		((leaves >= 2)) || tree_die "STORM=full needs at least 2 leaves"
-		LEAF_MAX[$storm_leaf]=${FULL_MAX_CLIENTS:-$(((share + 3) / 4))}
+		local full=$(((share + 3) / 4)) room=$((clients - (leaves - 1) * max + clients / 50))
+		((room > full)) && full=$room
+		((full <= max)) || tree_die "STORM=full: the other leaves cannot hold the clients a full leaf refuses (MAX_CLIENTS $max): add leaves"
+		LEAF_MAX[$storm_leaf]=${FULL_MAX_CLIENTS:-$full}
 		churn=${churn:-10%/min}
 		;;
 	*) tree_die "STORM must be kill, restart or full, got $storm" ;;
