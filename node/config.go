@@ -125,6 +125,17 @@ type LimitsConfig struct {
 	RetryAfter int `yaml:"retry_after"`
 	// PerIP bounds one client address (an IPv6 /64 counts as one).
 	PerIP PerIPLimits `yaml:"per_ip"`
+	// Admit paces new subscribers node-wide (a reconnect storm).
+	Admit AdmitLimits `yaml:"admit"`
+}
+
+// AdmitLimits pace the admission of new subscribers: Rate per second with
+// Burst at once; a request waits up to MaxWait for its turn. Rate 0 admits
+// at once. Child nodes are not paced.
+type AdmitLimits struct {
+	Rate    float64  `yaml:"rate"`
+	Burst   int      `yaml:"burst"`
+	MaxWait Duration `yaml:"max_wait"`
 }
 
 // PerIPLimits bound what one client address may take; 0 is no limit.
@@ -242,7 +253,8 @@ func DefaultConfig() Config {
 		Admin:  AdminConfig{Listen: "127.0.0.1:9090"},
 		Log:    LogConfig{Level: "info", Format: "text"},
 		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5,
-			PerIP: PerIPLimits{Connections: 1000, NewStreams: 10, Burst: 50}},
+			PerIP: PerIPLimits{Connections: 1000, NewStreams: 10, Burst: 50},
+			Admit: AdmitLimits{Rate: 2000, Burst: 500, MaxWait: Duration(30 * time.Second)}},
 		Drain: Duration(10 * time.Second),
 		Relay: relay.DefaultConfig(),
 		Mesh: MeshConfig{

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/admit"
 	"github.com/ssemesh/ssemesh/internal/cfgerr"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
 	"github.com/ssemesh/ssemesh/internal/iplimit"
@@ -155,7 +157,23 @@ func (c *Config) checkLimits() error {
 		}
 		return &ConfigError{Key: "limits.per_ip." + key, Reason: reason}
 	}
+	a := l.Admit
+	switch {
+	case a.Rate < 0 || math.IsNaN(a.Rate) || math.IsInf(a.Rate, 0):
+		return &ConfigError{Key: "limits.admit.rate", Reason: "must be a non-negative number"}
+	case a.Burst < 0:
+		return &ConfigError{Key: "limits.admit.burst", Reason: "must not be negative"}
+	case a.Rate > 0 && a.Burst < 1:
+		return &ConfigError{Key: "limits.admit.burst", Reason: "must be at least 1 when a rate is set"}
+	case a.MaxWait < 0:
+		return &ConfigError{Key: "limits.admit.max_wait", Reason: "must not be negative"}
+	}
 	return nil
+}
+
+// pacerConfig is the admission pacer's configuration.
+func (a AdmitLimits) pacerConfig() admit.Config {
+	return admit.Config{Rate: a.Rate, Burst: a.Burst, MaxWait: time.Duration(a.MaxWait)}
 }
 
 // limiterConfig is the per-address limiter's configuration.

@@ -28,6 +28,7 @@ const (
 	codeIPNewStreams  = "ip_new_streams"
 	codeIPTable       = "ip_table_full"
 	codeNoInstance    = "no_instance"
+	codeBusy          = "busy"
 	codeInternal      = "internal"
 )
 
@@ -45,6 +46,7 @@ var messages = map[string]string{
 	codeIPNewStreams:              "too many new streams from this address; retry later",
 	codeIPTable:                   "the node tracks too many clients; retry later",
 	codeNoInstance:                "the back end has no available instance",
+	codeBusy:                      "the node is admitting many clients; retry later or elsewhere",
 	codeInternal:                  "internal error",
 	relay.CodeStreamEnded:         "the upstream ended the stream",
 	relay.CodeUpstreamStatus:      "the upstream refused the stream",

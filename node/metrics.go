@@ -65,6 +65,7 @@ type nodeCollector struct {
 	latency, disconnects, slowPath, upstreamConnects *prometheus.Desc
 	upstreamErrors, reparents, gaps, catchUps        *prometheus.Desc
 	catchUpRefused, ignoredIDs, streamRequests       *prometheus.Desc
+	admitWaits, admitWaitSeconds                     *prometheus.Desc
 	members, consulErrors, gossipRefused             *prometheus.Desc
 	authAllowed, authRefused, authLatency            *prometheus.Desc
 	authRequests, authCacheHits, reloads             *prometheus.Desc
@@ -100,6 +101,8 @@ func newNodeCollector(n *Node) *nodeCollector {
 		catchUps:         d("catchup_fetches_total", "Upstream requests for history older than the buffer, made for resuming subscribers."),
 		catchUpRefused:   d("catchup_refused_total", "History fetches not made because a budget was spent (scope: stream, node or client); the subscriber got a gap event.", "scope"),
 		ignoredIDs:       d("last_event_ids_ignored_total", "Last-Event-IDs from clients ignored for CR, LF or NUL, or for being over 1 KiB."),
+		admitWaits:       d("admission_waits_total", "Subscribers admitted after waiting for their turn (limits.admit): the node was pacing a burst of new clients."),
+		admitWaitSeconds: d("admission_wait_seconds_total", "Time subscribers spent waiting for their turn (limits.admit), summed."),
 		streamRequests:   d("stream_requests_total", "Requests on the client listener for mounted paths, by protocol (http/1.1 or h2).", "protocol"),
 		members:          d("mesh_members", "Gossip members by state.", "state"),
 		consulErrors:     d("consul_request_errors_total", "Failed Consul requests."),
@@ -119,7 +122,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.info, c.ready, c.clients, c.capacity, c.streams, c.clientsTotal, c.refused, c.eventsIn, c.deliveries,
 		c.latency, c.disconnects, c.slowPath, c.upstreamConnects, c.upstreamErrors, c.reparents, c.gaps, c.catchUps,
-		c.catchUpRefused, c.ignoredIDs, c.streamRequests, c.members, c.consulErrors, c.gossipRefused,
+		c.catchUpRefused, c.ignoredIDs, c.streamRequests, c.admitWaits, c.admitWaitSeconds, c.members, c.consulErrors, c.gossipRefused,
 		c.authAllowed, c.authRefused, c.authLatency, c.authRequests, c.authCacheHits, c.reloads, c.buildInfo, c.proxyConns,
 	} {
 		ch <- d
@@ -171,6 +174,8 @@ func (c *nodeCollector) collect(ch chan<- prometheus.Metric, ms meshStats) {
 	counter(c.catchUps, s.CatchUps)
 	byLabel(c.catchUpRefused, s.CatchUpRefused)
 	counter(c.ignoredIDs, n.ignoredIDs.Load())
+	counter(c.admitWaits, n.admitWaits.Load())
+	ch <- prometheus.MustNewConstMetric(c.admitWaitSeconds, prometheus.CounterValue, float64(n.admitWaitNanos.Load())/1e9)
 	counter(c.streamRequests, n.h1Requests.Load(), "http/1.1")
 	counter(c.streamRequests, n.h2Requests.Load(), "h2")
 	counter(c.reloads, n.reloadCounts.ok.Load(), "ok")

@@ -76,6 +76,9 @@ type Node struct {
 	// logs keeps floods of refusals from flooding the log.
 	logs       *ratelog.Logger
 	ignoredIDs atomic.Uint64 // Last-Event-IDs from clients that could not be used
+	// admitWaits counts subscribers admitted after waiting for their turn
+	// (limits.admit), admitWaitNanos their total wait.
+	admitWaits, admitWaitNanos atomic.Uint64
 	// h1Requests and h2Requests count stream requests by protocol.
 	h1Requests, h2Requests atomic.Uint64
 	// peerClient asks other nodes' admin APIs for the topology report.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/admit"
 	"github.com/ssemesh/ssemesh/internal/iplimit"
 	"github.com/ssemesh/ssemesh/internal/meshauth"
 )
@@ -24,6 +25,8 @@ type settings struct {
 	// X-Forwarded-For names the client.
 	perIP   *iplimit.Limiter
 	trusted []netip.Prefix
+	// pacer paces new subscribers node-wide.
+	pacer *admit.Pacer
 	// auth decides who may read which stream.
 	auth *authorizers
 	// signer proves this node's membership to parents and peers; verifier
@@ -48,6 +51,16 @@ func newSettings(cfg Config, prev *settings, log logrus.FieldLogger) (*settings,
 		st.perIP = prev.perIP
 	} else {
 		st.perIP = iplimit.New(cfg.Limits.PerIP.limiterConfig())
+	}
+	if prev != nil && prev.cfg.Limits.Admit == cfg.Limits.Admit {
+		st.pacer = prev.pacer
+	} else if prev != nil {
+		// Callers waiting keep their turn in the old pacer; the new pace
+		// starts from the old bucket.
+		st.pacer = prev.pacer
+		st.pacer.SetConfig(cfg.Limits.Admit.pacerConfig())
+	} else {
+		st.pacer = admit.New(cfg.Limits.Admit.pacerConfig())
 	}
 	if prev != nil && sameAuth(prev.cfg, cfg) {
 		st.auth = prev.auth

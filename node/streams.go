@@ -234,6 +234,24 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request, start time.Ti
 	}
 	n.waiting.Add(1)
 	defer n.waiting.Add(-1)
+	if peer == nil {
+		// Paced after the limits, so that the ones waiting count against
+		// max_clients; child nodes are structural and never wait.
+		ok, waited, retry := n.live().pacer.Wait(r.Context())
+		switch {
+		case ok:
+			if waited > 0 {
+				n.admitWaits.Add(1)
+				n.admitWaitNanos.Add(uint64(waited))
+			}
+		case retry > 0:
+			he := refuse(http.StatusServiceUnavailable, codeBusy, fmt.Sprintf("admission queue over limits.admit.max_wait: turn in %s", retry.Round(time.Millisecond)))
+			he.RetryAfter = int(retry/time.Second) + 1
+			return he
+		default:
+			return nil // the client went away while waiting: nothing to answer
+		}
+	}
 
 	req.Target = n.route(key, path, cq.identity, m.spec.Name, via).target
 	var resume *string
