@@ -154,21 +154,12 @@ func (s *stream) nextBatchLocked() *batch {
 	return b
 }
 
-// shardMin is the fewest clients worth handing to another writer.
-const shardMin = 256
-
 // fanout applies write to every client, spreading large sets over the relay's
 // writer pool; the dispatcher takes the last shard itself. write returns the
 // events delivered to that client, for the counters.
 func (s *stream) fanout(clients []*client, write func(*client) int, at time.Time) {
 	r := s.r
-	shards := len(clients) / shardMin
-	if shards > r.workers {
-		shards = r.workers
-	}
-	if shards < 1 {
-		shards = 1
-	}
+	shards := r.shards(len(clients))
 	per := (len(clients) + shards - 1) / shards
 	var wg sync.WaitGroup
 	run := func(part []*client) {
@@ -197,6 +188,12 @@ func (s *stream) fanout(clients []*client, write func(*client) int, at time.Time
 		run(clients[last:])
 	}
 	wg.Wait()
+}
+
+// shards is how many parts a fan-out to n clients is cut into: one per
+// shardMin clients, at most one per writer, at least one.
+func (r *Relay) shards(n int) int {
+	return min(max(n/r.shardMin, 1), r.workers)
 }
 
 // compact drops clients that left the fast path (gone or slow).

@@ -97,6 +97,12 @@ type Relay struct {
 
 	jobs    chan func() // fan-out work for the writer pool
 	workers int
+	// shardMin is the fewest subscribers worth handing to a writer of the
+	// pool: a dispatcher with fewer writes to all of them itself.
+	shardMin int
+	// onPoolJob, set by tests through tuning, is called when a writer of
+	// the pool has run a fan-out job.
+	onPoolJob func()
 
 	clients  atomic.Int64
 	children atomic.Int64 // subscribers that are mesh nodes
@@ -111,8 +117,28 @@ type Relay struct {
 	onBackoff func(key string)
 }
 
+// tuning holds the relay's internals that are not configuration: tests set
+// them to reach code paths production sizes reach only under load.
+type tuning struct {
+	workers   int    // writers in the fan-out pool
+	shardMin  int    // fewest subscribers handed to one writer
+	onPoolJob func() // called after each job a writer of the pool ran
+}
+
+// defaultShardMin is the fewest subscribers worth handing to another
+// writer: below it, the hand-off costs more than the writes.
+const defaultShardMin = 256
+
+func defaultTuning() tuning {
+	return tuning{workers: runtime.GOMAXPROCS(0), shardMin: defaultShardMin}
+}
+
 // New builds a relay. Close must be called to release it.
 func New(cfg Config, log logrus.FieldLogger) (*Relay, error) {
+	return newRelay(cfg, log, defaultTuning())
+}
+
+func newRelay(cfg Config, log logrus.FieldLogger, tn tuning) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, cfgerr.Prefix("relay", err)
 	}
@@ -135,7 +161,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Relay, error) {
 	}
 	r.http = newUpstreamClient(cfg, log, nil)
 	r.tlsClients = make(map[*tls.Config]*retryablehttp.Client)
-	r.workers = runtime.GOMAXPROCS(0)
+	r.workers, r.shardMin, r.onPoolJob = max(tn.workers, 1), max(tn.shardMin, 1), tn.onPoolJob
 	for i := 0; i < r.workers; i++ {
 		r.wg.Add(1)
 		go r.writer()
@@ -169,6 +195,9 @@ func (r *Relay) writer() {
 		select {
 		case job := <-r.jobs:
 			job()
+			if r.onPoolJob != nil {
+				r.onPoolJob()
+			}
 		case <-r.ctx.Done():
 			return
 		}
