@@ -324,7 +324,7 @@ func (c *client) catchUp() {
 			c.pending = nil
 		}
 		s.mu.Lock()
-		if c.gone.Load() || s.state == stateClosed || s.state == stateEnded || s.state == stateFailed {
+		if c.gone.Load() || s.finishedLocked() {
 			s.mu.Unlock()
 			c.finish("")
 			return

@@ -22,7 +22,10 @@ type batch struct {
 func (b *batch) from(seq uint64) []byte { return b.data[b.offs[seq-b.first]:] }
 
 // runDispatcher owns the fast-path subscribers of one stream: it writes every
-// new batch and heartbeat to each of them and applies drain and close.
+// new batch and heartbeat to each of them, applies drain and close, and
+// closes the stream a linger period after its last subscriber left. Once
+// the stream is over it finishes every subscriber, removes the stream from
+// the relay's table and returns.
 func (s *stream) runDispatcher() {
 	cfg := &s.r.cfg
 	hb := time.NewTicker(cfg.Heartbeat)
@@ -31,6 +34,13 @@ func (s *stream) runDispatcher() {
 	var drainC <-chan time.Time
 	var drainOnce sync.Once
 	defer drainOnce.Do(func() { close(s.drained) })
+	// The linger timer runs from the idleGen-th time the stream lost its
+	// last subscriber; a subscriber that came and left meanwhile starts it
+	// over.
+	var linger *time.Timer
+	var lingerC <-chan time.Time
+	var lingerGen uint64
+	lingerDue := false
 
 	var clients []*client
 	drainTotal, drainDone := 0, 0
@@ -42,6 +52,8 @@ func (s *stream) runDispatcher() {
 		case <-hb.C:
 			beat = true
 		case <-drainC:
+		case <-lingerC:
+			lingerDue, lingerC = true, nil
 		}
 
 		s.mu.Lock()
@@ -50,7 +62,15 @@ func (s *stream) runDispatcher() {
 			// quiet stream must not hold entries past ring_age either.
 			s.ring.expire(time.Now())
 		}
-		over := s.state == stateClosed || s.state == stateEnded || s.state == stateFailed
+		idle := s.refs == 0 && s.idleGen != lingerGen
+		if idle {
+			lingerGen = s.idleGen
+		} else if lingerDue && s.refs == 0 {
+			s.log.Debug("last subscriber gone: closing upstream")
+			s.teardownLocked(stateClosed, nil)
+		}
+		lingerDue = false
+		over := s.finishedLocked()
 		for _, c := range s.joiners {
 			c.slow = false // back from catch-up: the dispatcher owns it again
 			clients = append(clients, c)
@@ -63,10 +83,22 @@ func (s *stream) runDispatcher() {
 		s.mu.Unlock()
 
 		if over {
+			if linger != nil {
+				linger.Stop()
+			}
+			s.r.forget(s)
 			for _, c := range clients {
 				c.finish("")
 			}
 			return
+		}
+		if idle {
+			if linger == nil {
+				linger = time.NewTimer(cfg.Linger)
+			} else {
+				linger.Reset(cfg.Linger)
+			}
+			lingerC = linger.C
 		}
 		if s.expiring.Swap(false) {
 			for _, c := range clients {

@@ -163,8 +163,7 @@ func newRelay(cfg Config, log logrus.FieldLogger, tn tuning) (*Relay, error) {
 	r.tlsClients = make(map[*tls.Config]*retryablehttp.Client)
 	r.workers, r.shardMin, r.onPoolJob = max(tn.workers, 1), max(tn.shardMin, 1), tn.onPoolJob
 	for i := 0; i < r.workers; i++ {
-		r.wg.Add(1)
-		go r.writer()
+		r.goOwned(r.writer)
 	}
 	return r, nil
 }
@@ -190,7 +189,6 @@ func (r *Relay) Streams() int {
 
 // writer runs fan-out jobs until the relay closes.
 func (r *Relay) writer() {
-	defer r.wg.Done()
 	for {
 		select {
 		case job := <-r.jobs:
@@ -204,11 +202,18 @@ func (r *Relay) writer() {
 	}
 }
 
-// goOwned starts a goroutine owned by the relay; it refuses once Close began
-// so nothing outlives the wait in Close.
+// goOwned starts a goroutine owned by the relay; it refuses once Close (or
+// Drain) began so nothing outlives the wait in Close. Every goroutine of the
+// relay starts here or in goLocked, except those a function starts and
+// waits for itself before it returns.
 func (r *Relay) goOwned(f func()) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.goLocked(f)
+}
+
+// goLocked is goOwned for callers that hold r.mu.
+func (r *Relay) goLocked(f func()) bool {
 	if r.stopping {
 		return false
 	}
@@ -234,9 +239,8 @@ func (r *Relay) acquire(key string, target TargetFunc, lastEventID string, hasLa
 	if s == nil || s.isFinished() {
 		s = newStream(r, key, target, lastEventID, hasLastEventID)
 		r.streams[key] = s
-		r.wg.Add(2)
-		go func() { defer r.wg.Done(); s.runUpstream() }()
-		go func() { defer r.wg.Done(); s.runDispatcher() }()
+		r.goLocked(s.runUpstream)
+		r.goLocked(s.runDispatcher)
 		early = true
 	} else {
 		s.mu.Lock()
@@ -248,6 +252,7 @@ func (r *Relay) acquire(key string, target TargetFunc, lastEventID string, hasLa
 }
 
 // forget removes s from the table if it is still the registered stream.
+// The stream's dispatcher calls it once the stream is over.
 func (r *Relay) forget(s *stream) {
 	r.mu.Lock()
 	if r.streams[s.key] == s {

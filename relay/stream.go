@@ -55,7 +55,7 @@ type stream struct {
 	retrySeq   uint64        // ring seq of the block that set retry
 	wake       chan struct{} // closed and replaced on every change, for waiting writers
 	refs       int           // subscribers attached or waiting
-	linger     *time.Timer
+	idleGen    uint64        // counts the times refs fell to 0: the dispatcher lingers from each
 	joiners    []*client
 	all        map[*client]struct{}
 	slow       map[*client]struct{} // subscribers off the fast path, for the lag check
@@ -103,12 +103,19 @@ func newStream(r *Relay, key string, target TargetFunc, lastEventID string, hasL
 	}
 }
 
-// isFinished reports a stream that can no longer take subscribers; the
-// relay replaces it. Callers hold r.mu; the stream lock nests inside it.
+// finishedLocked is the one test of a stream that is over (failed, ended
+// or closed): it takes no new subscribers and the relay replaces it. s.mu
+// is held.
+func (s *stream) finishedLocked() bool {
+	return s.state == stateFailed || s.state == stateEnded || s.state == stateClosed
+}
+
+// isFinished is finishedLocked for callers that hold r.mu; the stream lock
+// nests inside it.
 func (s *stream) isFinished() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.state == stateFailed || s.state == stateEnded || s.state == stateClosed
+	return s.finishedLocked()
 }
 
 // endReasonLocked says why a subscriber finished with no reason of its own
@@ -131,68 +138,59 @@ func (s *stream) endReasonLocked() string {
 func (s *stream) ref() {
 	s.mu.Lock()
 	s.refs++
-	if s.linger != nil {
-		s.linger.Stop()
-		s.linger = nil
-	}
 	s.mu.Unlock()
 }
 
-// unref drops a reference; the last one starts the linger timer. A stream
-// that never went live does not linger: nobody has seen it work, and
-// keeping it would let requests that leave at once fill the stream table
-// with upstream connections nobody reads.
+// unref drops a reference; the last one starts the dispatcher's linger
+// timer. A stream that never went live does not linger: nobody has seen it
+// work, and keeping it would let requests that leave at once fill the
+// stream table with upstream connections nobody reads.
 func (s *stream) unref() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refs--
-	if s.refs > 0 || s.state == stateClosed {
+	if s.refs > 0 || s.finishedLocked() {
 		return
 	}
 	if s.state != stateLive {
-		s.closeLocked()
+		s.teardownLocked(stateClosed, nil)
 		return
 	}
-	linger := s.r.cfg.Linger
-	s.linger = time.AfterFunc(linger, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.refs == 0 && s.state != stateClosed {
-			s.log.Debug("last subscriber gone: closing upstream")
-			s.closeLocked()
-		}
-	})
+	s.idleGen++
+	s.kickDispatcher()
 }
 
-// closeLocked tears the stream down: upstream cancelled, dispatcher told,
-// waiting writers woken. s.mu is held.
-func (s *stream) closeLocked() {
-	if s.state == stateClosed {
+// teardownLocked is the one way a stream ends, once, in state to (failed,
+// ended or closed): subscribers still waiting for the first answer get e
+// (a closing refusal when nil), the upstream is cancelled, attached
+// subscribers are aborted and waiting writers woken, and the dispatcher is
+// told: it finishes the subscribers, removes the stream from the relay's
+// table and returns. s.mu is held.
+func (s *stream) teardownLocked(to streamState, e *Error) {
+	if s.finishedLocked() {
 		return
 	}
-	prev := s.state
-	s.state = stateClosed
-	if prev == stateConnecting {
-		s.first = outcome{err: &Error{Status: 503, Code: CodeStreamClosing, Reason: "stream closed before its upstream answered", RetryAfter: 1}}
+	if s.state == stateConnecting {
+		if e == nil {
+			e = &Error{Status: 503, Code: CodeStreamClosing, Reason: "stream closed before its upstream answered", RetryAfter: 1}
+		}
+		s.first = outcome{err: e}
 		close(s.ready)
 	}
+	s.state = to
 	s.cancel()
 	s.wakeLocked()
 	for c := range s.all {
 		c.abort()
 	}
-	go s.r.forget(s)
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
+	s.kickDispatcher()
 }
 
 // shutdown closes the stream at once (relay closing).
 func (s *stream) shutdown(cause error) {
 	s.mu.Lock()
 	s.lastErr = cause.Error()
-	s.closeLocked()
+	s.teardownLocked(stateClosed, nil)
 	s.mu.Unlock()
 }
 
@@ -230,30 +228,13 @@ func (s *stream) fail(e *Error, ended bool) (final bool) {
 	case ended:
 		// 204: the back end says the stream is over. Live subscribers are
 		// closed; later requests will ask upstream again and get 204 too.
-		wasConnecting := s.state == stateConnecting
-		s.state = stateEnded
-		if wasConnecting {
-			s.first = outcome{err: e}
-			close(s.ready)
-		}
-		s.cancel()
-		s.wakeLocked()
-		for c := range s.all {
-			c.abort()
-		}
-		go s.r.forget(s)
-		s.kickDispatcher()
+		s.teardownLocked(stateEnded, e)
 		return true
 	case s.state == stateConnecting:
-		s.state = stateFailed
-		s.first = outcome{err: e}
-		close(s.ready)
-		s.cancel()
-		go s.r.forget(s)
-		s.kickDispatcher()
+		s.teardownLocked(stateFailed, e)
 		return true
 	}
-	return s.state == stateClosed
+	return s.finishedLocked()
 }
 
 // publish adds one upstream block: encoded once, appended to the ring, and
@@ -284,13 +265,6 @@ func (s *stream) resumeID() (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastID, s.hasLastID
-}
-
-// hasRefs reports whether anyone still wants the stream.
-func (s *stream) active() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state != stateClosed && s.state != stateEnded && s.state != stateFailed
 }
 
 func (s *stream) retargetSignal() {
