@@ -125,6 +125,9 @@ func (n *Node) leaveMesh(ctx context.Context) {
 // no draining, no goodbye to the mesh, every connection cut at once.
 func (n *Node) Kill() {
 	n.stopOnce.Do(func() {
+		if !n.end() {
+			return
+		}
 		n.ready.Store(false)
 		close(n.stop)
 		n.stopTLS()

@@ -92,7 +92,19 @@ type Node struct {
 	started  time.Time
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+
+	// lifeMu orders Start against Shutdown and Kill, which may come in any
+	// order and from any goroutine: running says Start succeeded, ended
+	// that the node is stopped for good (stopping, or a Start that failed).
+	lifeMu  sync.Mutex
+	running bool
+	ended   bool
 }
+
+var (
+	errStarted = errors.New("node: already started")
+	errEnded   = errors.New("node: stopped (Shutdown, Kill or a failed Start): build a new node")
+)
 
 // New builds a node from a validated configuration. log may be nil (a logger
 // is built from cfg.Log).
@@ -219,8 +231,27 @@ func (n *Node) AdminAddr() string {
 	return n.adminLn.Addr().String()
 }
 
-// Start opens both listeners and serves in the background.
+// Start opens both listeners and serves in the background. It may be
+// called once; a node that failed to start, or was stopped, is not
+// started again.
 func (n *Node) Start() error {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	switch {
+	case n.ended:
+		return errEnded
+	case n.running:
+		return errStarted
+	}
+	if err := n.start(); err != nil {
+		n.ended = true
+		return err
+	}
+	n.running = true
+	return nil
+}
+
+func (n *Node) start() error {
 	ln, err := net.Listen("tcp", n.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("node: listen %s: %w", n.cfg.Listen, err)
@@ -342,6 +373,9 @@ func (n *Node) ReloadTLS() error { return n.tls.reload() }
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
+		if !n.end() {
+			return
+		}
 		n.ready.Store(false)
 		close(n.stop)
 		n.stopTLS()
@@ -376,6 +410,23 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.log.Info("stopped")
 	})
 	return err
+}
+
+// end marks the node stopped for good, waiting for a Start in progress,
+// and reports whether it was running. A node that never ran has only what
+// New built to release.
+func (n *Node) end() bool {
+	n.lifeMu.Lock()
+	running := n.running
+	n.ended = true
+	n.lifeMu.Unlock()
+	if !running {
+		close(n.stop)
+		n.relay.Close()
+		n.live().auth.close()
+		n.access.close()
+	}
+	return running
 }
 
 // Run starts the node and drains it when ctx ends.
