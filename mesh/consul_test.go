@@ -13,6 +13,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/ssemesh/ssemesh/internal/consultest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // consulConfig is a Fast gossip node registered with agent a, with an
@@ -141,7 +142,7 @@ func TestConsulRegistrationAndPeerDiscovery(t *testing.T) {
 	if svc.Service != "ssemesh" || svc.Address != "127.0.0.1" || svc.Port != 18080 || !reflect.DeepEqual(svc.Meta, wantMeta) {
 		t.Fatalf("n1 registration: service %q %s:%d meta %v; want meta %v", svc.Service, svc.Address, svc.Port, svc.Meta, wantMeta)
 	}
-	eventually(t, 10*time.Second, "n1's readyz check passing", func() (bool, error) {
+	ssetest.EventuallyErr(t, "n1's readyz check passing", 10*time.Second, consulPoll, func() (bool, error) {
 		checks, _, err := c.Health().Checks("ssemesh", nil)
 		if err != nil {
 			return false, err
@@ -227,7 +228,7 @@ func TestConsulOutageKeepsViewAndRecovers(t *testing.T) {
 		Meta: map[string]string{MetaPath: "/old"},
 	})
 	cfg := consulConfig(t, "n1", a)
-	logger := testLogger(t)
+	logger := ssetest.BufferedLogger(t, logrus.DebugLevel)
 	hook := logtest.NewLocal(logger)
 	cfg.Logger = logger
 	m := startMesh(t, cfg)
@@ -235,7 +236,7 @@ func TestConsulOutageKeepsViewAndRecovers(t *testing.T) {
 		return func(v *View) bool { _, ok := v.Backend(name); return ok }
 	}
 	awaitView(t, m, 15*time.Second, "old back end", func(v *View) bool { return v.ConsulOK && hasBackend("old")(v) })
-	eventually(t, 10*time.Second, "self-registration", func() (bool, error) {
+	ssetest.EventuallyErr(t, "self-registration", 10*time.Second, consulPoll, func() (bool, error) {
 		_, _, err := a.Client(t).Agent().Service("n1", nil)
 		return err == nil, err
 	})
@@ -246,12 +247,12 @@ func TestConsulOutageKeepsViewAndRecovers(t *testing.T) {
 		t.Fatalf("outage view should keep the back end and name the error:\n%s", dumpView(v))
 	}
 	// Let every watch fail and retry several times before counting logs.
-	eventually(t, 15*time.Second, "repeated failed queries", func() (bool, error) {
+	ssetest.EventuallyErr(t, "repeated failed queries", 15*time.Second, consulPoll, func() (bool, error) {
 		return countLogs(hook, logrus.DebugLevel, "mesh: consul query failed") >= 5, nil
 	})
 
 	a.Restart(t)
-	eventually(t, 20*time.Second, "re-registration after restart", func() (bool, error) {
+	ssetest.EventuallyErr(t, "re-registration after restart", 20*time.Second, consulPoll, func() (bool, error) {
 		_, _, err := a.Client(t).Agent().Service("n1", nil)
 		return err == nil, err
 	})
@@ -326,7 +327,7 @@ func TestConsulReplacesStaleRegistration(t *testing.T) {
 	}
 	c1 := consulConfig(t, "n1", a)
 	m1 := startMesh(t, c1)
-	eventually(t, 10*time.Second, "registration carries this process's addresses", func() (bool, error) {
+	ssetest.EventuallyErr(t, "registration carries this process's addresses", 10*time.Second, consulPoll, func() (bool, error) {
 		svc, _, err := c.Agent().Service("n1", nil)
 		if err != nil {
 			return false, err

@@ -15,6 +15,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/ssemesh/ssemesh/internal/retry"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // These tests run mesh's Consul logic against fakeConsul: no Consul binary,
@@ -302,7 +303,7 @@ func TestConsulFakeRegistration(t *testing.T) {
 		r := f.registration("n1")
 		return r != nil && r.Port == 18080 && reflect.DeepEqual(r.Meta, wantMeta), nil
 	}
-	eventually(t, 5*time.Second, "registration of this process", registeredNow)
+	ssetest.EventuallyErr(t, "registration of this process", 5*time.Second, consulPoll, registeredNow)
 	r := f.registration("n1")
 	wantCheck := api.AgentServiceCheck{
 		CheckID: checkID("n1"), Name: "ssemesh readyz", HTTP: "http://" + cfg.AdminAddr + "/readyz",
@@ -315,7 +316,7 @@ func TestConsulFakeRegistration(t *testing.T) {
 	// A registration that matches is left alone: the node only checks it.
 	registers := len(f.callsOf("register"))
 	checks := len(f.callsOf("agent service"))
-	eventually(t, 5*time.Second, "three more checks", func() (bool, error) {
+	ssetest.EventuallyErr(t, "three more checks", 5*time.Second, consulPoll, func() (bool, error) {
 		return len(f.callsOf("agent service")) >= checks+3, nil
 	})
 	if n := len(f.callsOf("register")); n != registers {
@@ -324,7 +325,7 @@ func TestConsulFakeRegistration(t *testing.T) {
 
 	// The agent lost it (a restart): the node registers again.
 	f.restart()
-	eventually(t, 5*time.Second, "re-registration", registeredNow)
+	ssetest.EventuallyErr(t, "re-registration", 5*time.Second, consulPoll, registeredNow)
 
 	// Draining deregisters, and nothing registers the node again.
 	if err := m.SetDraining(ctx); err != nil {
@@ -335,7 +336,7 @@ func TestConsulFakeRegistration(t *testing.T) {
 	}
 	registers = len(f.callsOf("register"))
 	dcPolls := len(f.callsOf("datacenters"))
-	eventually(t, 5*time.Second, "three more polls after draining", func() (bool, error) {
+	ssetest.EventuallyErr(t, "three more polls after draining", 5*time.Second, consulPoll, func() (bool, error) {
 		return len(f.callsOf("datacenters")) >= dcPolls+3, nil
 	})
 	if n := len(f.callsOf("register")); n != registers || f.registration("n1") != nil {
@@ -376,7 +377,7 @@ func TestConsulFakeOutage(t *testing.T) {
 		cfg := testConfig(t, "n1")
 		cfg.Settle = 10 * time.Millisecond
 		cfg.Consul = ConsulConfig{Address: "fake", MinQueryInterval: minQuery, RetryMax: retryMax, PollInterval: poll, WaitTime: time.Minute}
-		logger := testLogger(t)
+		logger := ssetest.BufferedLogger(t, logrus.DebugLevel)
 		hook := logtest.NewLocal(logger)
 		cfg.Logger = logger
 		m, err := newMesh(cfg, f)

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/internal/cfgerr"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // fieldError is a configuration error as an operator reads it, with its key
@@ -50,25 +51,6 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// testLogger logs into a buffer that is shown only when the test fails.
-func testLogger(t *testing.T) *logrus.Logger {
-	t.Helper()
-	buf := &lockedBuffer{}
-	l := logrus.New()
-	l.SetOutput(buf)
-	l.SetLevel(logrus.DebugLevel)
-	t.Cleanup(func() {
-		if t.Failed() {
-			s := buf.String()
-			if len(s) > 64<<10 {
-				s = s[len(s)-64<<10:]
-			}
-			t.Logf("log:\n%s", s)
-		}
-	})
-	return l
 }
 
 // readyzServer answers /readyz with 200 on a loopback port, standing in for
@@ -114,7 +96,7 @@ func testConfig(t *testing.T, id string) Config {
 		Settle:       30 * time.Millisecond,
 		MetaInterval: 50 * time.Millisecond,
 		LeaveTimeout: 2 * time.Second,
-		Logger:       testLogger(t).WithField("test", t.Name()),
+		Logger:       ssetest.BufferedLogger(t, logrus.DebugLevel).WithField("test", t.Name()),
 	}
 }
 
@@ -140,39 +122,16 @@ func startMesh(t *testing.T, cfg Config) *Mesh {
 // Each mesh must have a single waiter at a time.
 func awaitView(t *testing.T, m *Mesh, timeout time.Duration, what string, cond func(*View) bool) *View {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		v := m.View()
-		if cond(v) {
-			return v
-		}
-		select {
-		case <-m.Changed():
-		case <-deadline.C:
-			t.Fatalf("%s: %s not reached within %s; last view:\n%s", m.cfg.NodeID, what, timeout, dumpView(m.View()))
-			return nil
-		}
-	}
+	var v *View
+	ssetest.Await(t, m.cfg.NodeID+": "+what, timeout, m.Changed,
+		func() bool { v = m.View(); return cond(v) },
+		func() string { return dumpView(m.View()) })
+	return v
 }
 
-// eventually polls cond, for conditions outside any view (Consul state).
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not reached within %s (last error: %v)", what, timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond) // polling an external system, no event to await
-	}
-}
+// consulPoll is how often a test checks Consul's state: an external system,
+// with no event to await.
+const consulPoll = 50 * time.Millisecond
 
 func dumpView(v *View) string {
 	var b strings.Builder

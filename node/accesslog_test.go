@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // readAccessLog parses the JSON lines of an access log file.
@@ -98,9 +99,9 @@ func TestAccessLogRecordsASession(t *testing.T) {
 	})
 
 	// A first client opens the stream; five events fill the buffer.
-	first := dial(t, url, nil)
+	first := ssetest.Dial(t, url, nil)
 	be.Publish(streamPath, 5)
-	if got := first.ids(t, 5, 5*time.Second); got[4] != "5" {
+	if got := first.IDs(t, 5, 5*time.Second); got[4] != "5" {
 		t.Fatalf("first client got %v", got)
 	}
 
@@ -125,7 +126,7 @@ func TestAccessLogRecordsASession(t *testing.T) {
 	resp.Body.Close()
 
 	var entries []accessEntry
-	waitFor(t, "three access log lines", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "three access log lines", 5*time.Second, func() bool {
 		entries = readAccessLog(t, logPath)
 		return len(entries) >= 3
 	})
@@ -180,7 +181,7 @@ func TestAccessLogReopensOnReload(t *testing.T) {
 		resp.Body.Close()
 	}
 	refuse()
-	waitFor(t, "a JSON line", 5*time.Second, func() bool { return len(readAccessLog(t, logPath)) == 1 })
+	ssetest.Eventually(t, "a JSON line", 5*time.Second, func() bool { return len(readAccessLog(t, logPath)) == 1 })
 
 	// Log rotation: the file is moved away, then the node is told to
 	// reload; it writes to a new file at the path, in the format now asked.
@@ -194,7 +195,7 @@ func TestAccessLogReopensOnReload(t *testing.T) {
 	}
 	refuse()
 	var text string
-	waitFor(t, "a text line in the new file", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "a text line in the new file", 5*time.Second, func() bool {
 		raw, _ := os.ReadFile(logPath)
 		text = string(raw)
 		return strings.HasSuffix(text, "\n")
@@ -214,7 +215,7 @@ func TestAccessLogReopensOnReload(t *testing.T) {
 		t.Fatalf("reload with an unwritable path: %+v", res)
 	}
 	refuse()
-	waitFor(t, "a second text line", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "a second text line", 5*time.Second, func() bool {
 		raw, _ := os.ReadFile(logPath)
 		return strings.Count(string(raw), "\n") == 2
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // TestAdmissionIsPaced: a burst of new clients is let in at limits.admit's
@@ -19,18 +20,18 @@ func TestAdmissionIsPaced(t *testing.T) {
 	cfg.Limits.Admit = AdmitLimits{Rate: 10, Burst: 5, MaxWait: Duration(time.Second)}
 	n := startNode(t, cfg)
 	url := "http://" + n.Addr() + "/f"
-	first := dial(t, url, nil) // opens the stream
+	first := ssetest.Dial(t, url, nil) // opens the stream
 	be.Publish("/f", 1)
-	first.ids(t, 1, 5*time.Second)
+	first.IDs(t, 1, 5*time.Second)
 
 	const storm = 30
 	var mu sync.Mutex
-	var admitted []*sseClient
+	var admitted []*ssetest.Client
 	var admittedAt []time.Duration
 	refused := map[string]int{}
 	start := time.Now()
 	parallel(storm, func(int) {
-		c, resp, err := dialStatus(url, nil)
+		c, resp, err := ssetest.DialStatus(url, nil)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -70,7 +71,7 @@ func TestAdmissionIsPaced(t *testing.T) {
 	}
 	be.Publish("/f", 1)
 	for _, c := range admitted {
-		c.ids(t, 1, 5*time.Second)
+		c.IDs(t, 1, 5*time.Second)
 	}
 	snap := n.Relay().Metrics().Snapshot().Refused
 	if snap[codeBusy] != uint64(refused["busy"]) {

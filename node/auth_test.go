@@ -14,6 +14,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -68,9 +69,9 @@ func TestDelegateAuthorization(t *testing.T) {
 		c.Auth = &clientauth.Config{Delegate: &clientauth.DelegateConfig{URL: "http://" + as.addr + "/check", Timeout: timeout}}
 	})
 
-	good := dial(t, url, cookie("good"))
+	good := ssetest.Dial(t, url, cookie("good"))
 	be.Publish(streamPath, 2)
-	if got := good.ids(t, 2, 5*time.Second); got[1] != "2" {
+	if got := good.IDs(t, 2, 5*time.Second); got[1] != "2" {
 		t.Fatalf("admitted client got %v", got)
 	}
 	tests := []struct {
@@ -92,7 +93,7 @@ func TestDelegateAuthorization(t *testing.T) {
 				release := as.holdAnswers()
 				defer close(release)
 			}
-			_, resp, err := dialStatus(url, tc.h)
+			_, resp, err := ssetest.DialStatus(url, tc.h)
 			if err != nil || resp == nil {
 				t.Fatalf("%v %v", err, resp)
 			}
@@ -117,7 +118,7 @@ func TestDelegateAuthorization(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, resp, err := dialStatus(url, cookie("good2"))
+			c, resp, err := ssetest.DialStatus(url, cookie("good2"))
 			if err == nil && c != nil {
 				admitted.Add(1)
 				c.Close()
@@ -126,7 +127,7 @@ func TestDelegateAuthorization(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "a check reached the auth server", 5*time.Second, func() bool { return as.requests.Load() > before })
+	ssetest.Eventually(t, "a check reached the auth server", 5*time.Second, func() bool { return as.requests.Load() > before })
 	close(hold)
 	wg.Wait()
 	if got := as.requests.Load() - before; got != 1 {
@@ -172,8 +173,8 @@ func TestJWTAuthorization(t *testing.T) {
 	}
 	ok := token(t, claims([]string{"/feeds/*"}, now.Add(time.Hour)))
 
-	c := dial(t, base+"/feeds/a?access_token="+ok, nil)
-	if ev := c.next(t, 5*time.Second); ev.Data != "hello" {
+	c := ssetest.Dial(t, base+"/feeds/a?access_token="+ok, nil)
+	if ev := c.Next(t, 5*time.Second); ev.Data != "hello" {
 		t.Fatalf("admitted client got %+v", ev)
 	}
 	for _, r := range be.requests() {
@@ -209,10 +210,10 @@ func TestJWTAuthorization(t *testing.T) {
 
 	// A token that runs out closes its stream at exp, with a retry hint.
 	short := token(t, claims([]string{"*"}, time.Now().Add(1500*time.Millisecond)))
-	sc := dial(t, base+"/feeds/c?access_token="+short, nil)
+	sc := ssetest.Dial(t, base+"/feeds/c?access_token="+short, nil)
 	opened := time.Now()
 	var sawRetry bool
-	for _, ev := range sc.expectEnd(t, 10*time.Second) {
+	for _, ev := range sc.ExpectEnd(t, 10*time.Second) {
 		if ev.Retry >= 0 {
 			sawRetry = true
 		}
@@ -221,7 +222,7 @@ func TestJWTAuthorization(t *testing.T) {
 		t.Fatalf("stream of an expiring token closed after %s (retry hint %v)", took, sawRetry)
 	}
 	// The count follows the close the client saw.
-	waitFor(t, "the expiry counted", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "the expiry counted", 5*time.Second, func() bool {
 		return n.Relay().Metrics().Snapshot().Disconnects[relay.ReasonExpired] == 1
 	})
 }
@@ -238,9 +239,9 @@ func TestChildNodesAreNotAskedForCredentials(t *testing.T) {
 	leaf := meshNode(t, meshSpec{id: "leaf", dc: "dc1", tier: 1, seeds: []string{root.GossipAddr()}, static: []BackendSpec{cl}}, withAuth)
 	waitMembers(t, 2, root, leaf)
 	tok := token(t, jwt.MapClaims{"aud": "sse", "exp": time.Now().Add(time.Hour).Unix()})
-	c := dial(t, "http://"+leaf.Addr()+streamPath, http.Header{"Authorization": {"Bearer " + tok}})
+	c := ssetest.Dial(t, "http://"+leaf.Addr()+streamPath, http.Header{"Authorization": {"Bearer " + tok}})
 	be.Publish(streamPath, 1)
-	c.ids(t, 1, 5*time.Second)
+	c.IDs(t, 1, 5*time.Second)
 	rootStats := root.live().auth.def.Stats()
 	leafStats := leaf.live().auth.def.Stats()
 	if rootStats.Allowed != 0 || len(nonZero(rootStats.Refused)) != 0 || leafStats.Allowed != 1 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/meshauth"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/mesh"
 )
 
@@ -49,14 +50,14 @@ func TestForgedAncestryDoesNotTakeParentsAway(t *testing.T) {
 	leaf := nodes[2]
 	base := "http://" + leaf.Addr()
 
-	forged := dial(t, base+"/f/one", http.Header{ViaHeader: {"root-a,root-b,leaf"}})
+	forged := ssetest.Dial(t, base+"/f/one", http.Header{ViaHeader: {"root-a,root-b,leaf"}})
 	be.Publish("/f/one", 1)
-	if got := forged.ids(t, 1, 5*time.Second); got[0] != "1" {
+	if got := forged.IDs(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("the forging client got %v", got)
 	}
-	legit := dial(t, base+"/f/two", nil)
+	legit := ssetest.Dial(t, base+"/f/two", nil)
 	be.Publish("/f/two", 1)
-	if got := legit.ids(t, 1, 5*time.Second); got[0] != "1" {
+	if got := legit.IDs(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("a client of another stream got %v", got)
 	}
 	if avoided := leaf.avoid.set("/f/two", time.Now()); len(avoided) > 0 {
@@ -155,8 +156,8 @@ func TestTransparencyThroughAChain(t *testing.T) {
 	// ordinary outcomes (a close between events, an unterminated block)
 	// must not take a parent away from the other cases' streams.
 	cases := transparencyCases()
-	up := newScriptUpstream(cases)
-	upAddr := serve(t, up)
+	up := newScriptUpstream(t, cases)
+	upAddr := up.Addr()
 	script := BackendSpec{Name: "script", URI: "http://" + upAddr + "/n/", Mount: "/n", Prefix: true}
 	nodes := startMesh(t, []chainNode{{"root", 0}, {"relay", 1}, {"leaf", 2}}, []BackendSpec{script}, nil)
 	t.Run("cases", func(t *testing.T) { playTransparency(t, cases, up, upAddr, nodes[2].Addr()) })
@@ -173,7 +174,7 @@ func TestEndStatesThroughAChain(t *testing.T) {
 	cases := append(endStateCases(),
 		endStateCase{"unreachable", nil, false}, // the upstream of /single and /chain is closed for this one
 	)
-	up := &endStateUpstream{cases: cases}
+	up := newEndStateUpstream(t, cases)
 	up.cases[len(cases)-1].answer = func(w http.ResponseWriter, _ *http.Request) {
 		// A connection the upstream drops without an answer, every time.
 		hj, _, _ := http.NewResponseController(w).Hijack()
@@ -181,7 +182,7 @@ func TestEndStatesThroughAChain(t *testing.T) {
 			hj.Close()
 		}
 	}
-	upAddr := serve(t, up)
+	upAddr := up.Addr()
 	one := 1
 	spec := func(name string) BackendSpec {
 		return BackendSpec{Name: name, URI: "http://" + upAddr + "/" + name + "/", Mount: "/" + name, Prefix: true}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/consultest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/mesh"
 )
 
@@ -144,7 +145,7 @@ func healthServedBackend(t *testing.T, checkURL, method string) (*backend.Backen
 	if err != nil {
 		t.Fatal(err)
 	}
-	be := backend.New(backend.Config{}, testLogger(t))
+	be := backend.New(backend.Config{}, ssetest.Logger(t))
 	t.Cleanup(be.Close)
 	mux := http.NewServeMux()
 	mux.HandleFunc(method+" "+u.Path, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -209,7 +210,7 @@ func TestShippedServiceDefinitionIsMounted(t *testing.T) {
 			// first check at a random point of its interval.
 			n := meshNode(t, meshSpec{id: "root", dc: "dc1", tier: 0, consul: agent.HTTPAddr}, nil)
 			mount := mountOf(reg)
-			waitFor(t, "shipped back end mounted at "+mount, 25*time.Second, func() bool { return n.findMount(mount) != nil })
+			ssetest.Eventually(t, "shipped back end mounted at "+mount, 25*time.Second, func() bool { return n.findMount(mount) != nil })
 
 			var checks map[string]agentCheck
 			if _, err := c.Raw().Query("/v1/agent/checks", &checks, nil); err != nil {
@@ -228,11 +229,11 @@ func TestShippedServiceDefinitionIsMounted(t *testing.T) {
 					chk, reg.Check.Name, reg.Check.Interval, reg.Check.Timeout, wantOutput)
 			}
 
-			cl := dial(t, "http://"+n.Addr()+mount, nil)
+			cl := ssetest.Dial(t, "http://"+n.Addr()+mount, nil)
 			upstream := reg.Meta[mesh.MetaPath]
-			waitFor(t, "stream open on the back end at "+upstream, 10*time.Second, func() bool { return be.Stats(upstream).Open == 1 })
+			ssetest.Eventually(t, "stream open on the back end at "+upstream, 10*time.Second, func() bool { return be.Stats(upstream).Open == 1 })
 			be.Publish(upstream, 3)
-			if got := cl.ids(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
+			if got := cl.IDs(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
 				t.Fatalf("client of %s got %v, want 1..3", mount, got)
 			}
 		})
@@ -311,7 +312,7 @@ func TestMeshFormsWithTheShippedACLPolicy(t *testing.T) {
 	leaf := meshNode(t, meshSpec{id: "leaf", dc: "dc1", tier: 2, consul: agent.HTTPAddr}, withToken(token.SecretID))
 	nodes := []*Node{root, leaf}
 
-	waitFor(t, "both nodes registered in the catalog", 10*time.Second, func() bool {
+	ssetest.Eventually(t, "both nodes registered in the catalog", 10*time.Second, func() bool {
 		ids := registeredNodes(t, admin)
 		return slices.Contains(ids, root.ID()) && slices.Contains(ids, leaf.ID())
 	})
@@ -319,15 +320,15 @@ func TestMeshFormsWithTheShippedACLPolicy(t *testing.T) {
 	// other through the health of the ssemesh service.
 	waitMembers(t, 2, nodes...)
 	for _, n := range nodes {
-		waitFor(t, "back end mounted from Consul on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
+		ssetest.Eventually(t, "back end mounted from Consul on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
 	}
 
-	c := dial(t, "http://"+leaf.Addr()+streamPath, nil)
-	waitFor(t, "leaf's stream taken from the root", 10*time.Second, func() bool {
+	c := ssetest.Dial(t, "http://"+leaf.Addr()+streamPath, nil)
+	ssetest.Eventually(t, "leaf's stream taken from the root", 10*time.Second, func() bool {
 		return upstreamOf(leaf, streamPath) == root.ID() && upstreamOf(root, streamPath) == "" && be.Stats(streamPath).Open == 1
 	})
 	be.Publish(streamPath, 5)
-	if got := c.ids(t, 5, 5*time.Second); !slices.Equal(got, seq(1, 5)) {
+	if got := c.IDs(t, 5, 5*time.Second); !slices.Equal(got, seq(1, 5)) {
 		t.Fatalf("leaf's client got %v, want 1..5", got)
 	}
 	if st := be.Stats(streamPath); st.Total != 1 {
@@ -358,7 +359,7 @@ func TestMeshFormsWithTheShippedACLPolicy(t *testing.T) {
 	}
 	for _, tc := range []struct{ id, token string }{{"leaf-read-only", ro.SecretID}, {"leaf-anonymous", ""}} {
 		n := meshNode(t, meshSpec{id: tc.id, dc: "dc1", tier: 2, consul: agent.HTTPAddr}, withToken(tc.token))
-		waitFor(t, tc.id+" reporting a refused registration", 10*time.Second, func() bool {
+		ssetest.Eventually(t, tc.id+" reporting a refused registration", 10*time.Second, func() bool {
 			return consulErrorsOf(t, n) > 0 && strings.Contains(n.MeshView().ConsulError, "403")
 		})
 		if ids := registeredNodes(t, admin); slices.Contains(ids, tc.id) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/clientauth"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -804,9 +805,9 @@ func dashToken(t *testing.T) string {
 
 // dashAnswer opens url and returns the status and error code of a refusal,
 // or 200 with the open client.
-func dashAnswer(t *testing.T, url string, h http.Header) (int, string, *sseClient) {
+func dashAnswer(t *testing.T, url string, h http.Header) (int, string, *ssetest.Client) {
 	t.Helper()
-	c, resp, err := dialStatus(url, h)
+	c, resp, err := ssetest.DialStatus(url, h)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -846,15 +847,15 @@ func TestDashboardMetricsExist(t *testing.T) {
 	rootURL, leafURL := "http://"+root.Addr(), "http://"+leaf.Addr()
 
 	// Events delivered on both nodes: the leaf's client through the root.
-	onLeaf := dial(t, leafURL+streamPath, nil) // spends the leaf's one new-stream token
-	onRoot := dial(t, rootURL+streamPath, bearer)
-	waitFor(t, "clients attached", 10*time.Second, func() bool {
+	onLeaf := ssetest.Dial(t, leafURL+streamPath, nil) // spends the leaf's one new-stream token
+	onRoot := ssetest.Dial(t, rootURL+streamPath, bearer)
+	ssetest.Eventually(t, "clients attached", 10*time.Second, func() bool {
 		return leaf.Relay().Clients() == 1 && root.Relay().Clients() == 2 // onRoot and the leaf
 	})
 	for i := 1; i <= 5; i++ { // one at a time: the leaf's ring holds two
 		be.Publish(streamPath, 1)
-		onLeaf.ids(t, 1, 10*time.Second)
-		onRoot.ids(t, 1, 10*time.Second)
+		onLeaf.IDs(t, 1, 10*time.Second)
+		onRoot.IDs(t, 1, 10*time.Second)
 	}
 
 	// Refusals: authorization, the per-address budget, an upstream error.
@@ -871,7 +872,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 	// A client resuming from an id the leaf's ring no longer holds: the
 	// history fetch would be a second upstream request from its address.
 	st, code, _ = dashAnswer(t, leafURL+streamPath, http.Header{"Last-Event-ID": {"1"}})
-	ok := eventually(5*time.Second, func() bool { return leaf.Relay().Metrics().Snapshot().CatchUpRefused["client"] > 0 })
+	_, ok := ssetest.Poll(5*time.Second, 10*time.Millisecond, func() bool { return leaf.Relay().Metrics().Snapshot().CatchUpRefused["client"] > 0 })
 	note("leaf, resuming from event 1: %d %s, catch-up refused: %v", st, code, ok)
 
 	// A client that left: the next writes to its socket fail.
@@ -879,9 +880,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if gone == nil {
 		note("root, a third client: %d %s", st, code)
 	} else {
-		waitFor(t, "third client attached to the root", 10*time.Second, func() bool { return root.Relay().Clients() == 3 })
+		ssetest.Eventually(t, "third client attached to the root", 10*time.Second, func() bool { return root.Relay().Clients() == 3 })
 		gone.Close()
-		ok = eventually(5*time.Second, func() bool {
+		_, ok = ssetest.Poll(5*time.Second, 10*time.Millisecond, func() bool {
 			be.Publish(streamPath, 1)
 			time.Sleep(20 * time.Millisecond)
 			return root.Relay().Metrics().Snapshot().Disconnects[relay.ReasonWriteError] > 0

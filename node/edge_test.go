@@ -15,6 +15,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/meshauth"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -63,7 +64,7 @@ func eventStream(w http.ResponseWriter, r *http.Request) {
 
 // dialResult is a stream opened off the test goroutine, or why not.
 type dialResult struct {
-	c   *sseClient
+	c   *ssetest.Client
 	err error
 }
 
@@ -72,7 +73,7 @@ type dialResult struct {
 func dialLater(url string, h http.Header) <-chan dialResult {
 	ch := make(chan dialResult, 1)
 	go func() {
-		c, resp, err := dialStatus(url, h)
+		c, resp, err := ssetest.DialStatus(url, h)
 		if err == nil && c == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -97,7 +98,7 @@ func eventStreamAfter(gate chan struct{}, w http.ResponseWriter, r *http.Request
 // status GETs url and returns the status, the error code and the body.
 func status(t *testing.T, url string, h http.Header) (int, string, string) {
 	t.Helper()
-	c, resp, err := dialStatus(url, h)
+	c, resp, err := ssetest.DialStatus(url, h)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -165,8 +166,8 @@ func TestRedirectsStayInTheBackEndOrigin(t *testing.T) {
 			got[0].Header.Get("X-Api-Key"), got[0].Header.Get("Authorization"), got[0].Header.Get("Referer"))
 	}
 	// A redirect within the origin is followed, as EventSource does.
-	c := dial(t, base+"/moved", nil)
-	if ev := c.next(t, 5*time.Second); ev.Data != "hello" {
+	c := ssetest.Dial(t, base+"/moved", nil)
+	if ev := c.Next(t, 5*time.Second); ev.Data != "hello" {
 		t.Fatalf("after a same-origin redirect got %+v", ev)
 	}
 	for _, r := range be.requests() {
@@ -183,9 +184,9 @@ func TestAncestryFromAClientIsIgnored(t *testing.T) {
 	be, n, url := oneBackend(t, backend.Config{}, nil)
 	// The node's own id in the ancestry would be a loop if it came from a
 	// node; from a client it is nothing.
-	c := dial(t, url, http.Header{ViaHeader: {"root-a, " + n.ID()}})
+	c := ssetest.Dial(t, url, http.Header{ViaHeader: {"root-a, " + n.ID()}})
 	be.Publish(streamPath, 1)
-	if got := c.ids(t, 1, 5*time.Second); got[0] != "1" {
+	if got := c.IDs(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("client with a forged ancestry got %v", got)
 	}
 	if n.Relay().ChildClients() != 0 {
@@ -203,7 +204,7 @@ func TestAncestryFromAClientIsIgnored(t *testing.T) {
 func TestConfiguredQueryParametersWin(t *testing.T) {
 	be := newRecorder(t, eventStream)
 	n := startNode(t, testConfig(BackendSpec{Name: "q", URI: "http://" + be.addr + "/q?apikey=SECRET", Mount: "/q", QueryParams: []string{"lang"}}))
-	dial(t, "http://"+n.Addr()+"/q?apikey=ATTACKER&lang=en&cachebust=1", nil)
+	ssetest.Dial(t, "http://"+n.Addr()+"/q?apikey=ATTACKER&lang=en&cachebust=1", nil)
 	reqs := be.requests()
 	if len(reqs) != 1 {
 		t.Fatalf("%d back-end requests, want 1", len(reqs))
@@ -288,7 +289,7 @@ func adminStreams(t *testing.T, n *Node) []streamView {
 func TestAdminDefaults(t *testing.T) {
 	be := newRecorder(t, eventStream)
 	n := startNode(t, testConfig(BackendSpec{Name: "a", URI: "http://" + be.addr + "/x?apikey=SECRET", Mount: "/x"}))
-	dial(t, "http://"+n.Addr()+"/x", nil)
+	ssetest.Dial(t, "http://"+n.Addr()+"/x", nil)
 	resp, err := http.Get("http://" + n.AdminAddr() + "/debug/pprof/")
 	if err != nil {
 		t.Fatal(err)
@@ -320,17 +321,17 @@ func TestHostileLastEventIDFailsNoOne(t *testing.T) {
 	// The first client opens the stream with an id no header can carry;
 	// two more join while it connects.
 	first := dialLater(url+"?lastEventId=a%0d%0aX-Evil:%201", nil)
-	waitFor(t, "stream connecting", 5*time.Second, func() bool { return n.waiting.Load() == 1 })
+	ssetest.Eventually(t, "stream connecting", 5*time.Second, func() bool { return n.waiting.Load() == 1 })
 	second := dialLater(url, nil)
 	third := dialLater(url+"?lastEventId=n%00ul", long)
-	waitFor(t, "all three waiting", 5*time.Second, func() bool { return n.waiting.Load() == 3 })
+	ssetest.Eventually(t, "all three waiting", 5*time.Second, func() bool { return n.waiting.Load() == 3 })
 	close(gate)
 	for i, ch := range []<-chan dialResult{first, second, third} {
 		r := <-ch
 		if r.err != nil {
 			t.Fatalf("client %d: %v", i+1, r.err)
 		}
-		if ev := r.c.next(t, 5*time.Second); ev.Data != "hello" {
+		if ev := r.c.Next(t, 5*time.Second); ev.Data != "hello" {
 			t.Fatalf("client %d got %+v", i+1, ev)
 		}
 		r.c.Close()
@@ -359,9 +360,9 @@ func TestRefusedIDIsOnlyItsClientsGap(t *testing.T) {
 	n := startNode(t, testConfig(BackendSpec{Name: "h", URI: "http://" + up + "/h"}))
 	url := "http://" + n.Addr() + "/h"
 	firstC := dialLater(url, http.Header{"Last-Event-ID": {"bogus"}})
-	waitFor(t, "stream connecting", 5*time.Second, func() bool { return n.waiting.Load() == 1 })
+	ssetest.Eventually(t, "stream connecting", 5*time.Second, func() bool { return n.waiting.Load() == 1 })
 	secondC := dialLater(url, nil)
-	waitFor(t, "second waiting", 5*time.Second, func() bool { return n.waiting.Load() == 2 })
+	ssetest.Eventually(t, "second waiting", 5*time.Second, func() bool { return n.waiting.Load() == 2 })
 	close(gate)
 	r1, r2 := <-firstC, <-secondC
 	if r1.err != nil || r2.err != nil {
@@ -370,14 +371,14 @@ func TestRefusedIDIsOnlyItsClientsGap(t *testing.T) {
 	first, second := r1.c, r2.c
 	defer first.Close()
 	defer second.Close()
-	if ev := second.next(t, 5*time.Second); ev.Data != "hello" {
+	if ev := second.Next(t, 5*time.Second); ev.Data != "hello" {
 		t.Fatalf("second got %+v", ev)
 	}
-	ev := first.next(t, 5*time.Second)
+	ev := first.Next(t, 5*time.Second)
 	if ev.Type != "ssemesh-gap" {
 		t.Fatalf("the client with the refused id got %+v first, want the gap event", ev)
 	}
-	if ev := first.next(t, 5*time.Second); ev.Data != "hello" {
+	if ev := first.Next(t, 5*time.Second); ev.Data != "hello" {
 		t.Fatalf("after its gap the first client got %+v", ev)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -94,7 +95,7 @@ func outcomeOf(resp *http.Response) outcome {
 
 // fetchOutcome makes one request and returns how it ended, closing it.
 func fetchOutcome(url string) (outcome, error) {
-	c, resp, err := dialStatus(url, nil)
+	c, resp, err := ssetest.DialStatus(url, nil)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -110,28 +111,30 @@ func fetchOutcome(url string) (outcome, error) {
 // endStateUpstream answers /d/<case> at once and /n/<case> when the case's
 // gate opens, so that a second client can join a node's stream while its
 // first connect is pending. Gates are per entry (a node, or a chain) since
-// each opens its own upstream request.
+// each opens its own upstream request. cases may be changed until the first
+// request.
 type endStateUpstream struct {
+	*ssetest.Upstream
 	cases []endStateCase
-	gates gates
+	gates ssetest.Gates
 }
 
-func (u *endStateUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Paths: /d/<case> or /<entry>/<case>.
-	entry, num, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	i, err := strconv.Atoi(num)
-	if err != nil || i < 0 || i >= len(u.cases) {
-		http.NotFound(w, r)
-		return
-	}
-	if entry != "d" {
-		select {
-		case <-u.gates.get(r.URL.Path):
-		case <-r.Context().Done():
-			return
+func newEndStateUpstream(t *testing.T, cases []endStateCase) *endStateUpstream {
+	u := &endStateUpstream{cases: cases}
+	u.Upstream = ssetest.Serve(t, func(r ssetest.Request) ssetest.Response {
+		// Paths: /d/<case> or /<entry>/<case>.
+		entry, num, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		i, err := strconv.Atoi(num)
+		if err != nil || i < 0 || i >= len(u.cases) {
+			return ssetest.Response{Handler: http.NotFound}
 		}
-	}
-	u.cases[i].answer(w, r)
+		resp := ssetest.Response{Handler: u.cases[i].answer}
+		if entry != "d" {
+			resp.HeaderGate = u.gates.Get(r.URL.Path)
+		}
+		return resp
+	})
+	return u
 }
 
 // playEndStates runs every case through each entry (name -> the node the
@@ -158,11 +161,11 @@ func playEndStates(t *testing.T, up *endStateUpstream, upAddr string, entries ma
 				}()
 			}
 			start()
-			waitFor(t, name+": first client waiting on "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 1 })
+			ssetest.Eventually(t, name+": first client waiting on "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 1 })
 			start()
-			waitFor(t, name+": second client waiting on "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 2 })
+			ssetest.Eventually(t, name+": second client waiting on "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 2 })
 			opened := time.Now()
-			up.gates.open(fmt.Sprintf("/%s/%d", name, i))
+			up.gates.Open(fmt.Sprintf("/%s/%d", name, i))
 			var both []outcome
 			for len(both) < 2 {
 				select {
@@ -179,7 +182,7 @@ func playEndStates(t *testing.T, up *endStateUpstream, upAddr string, entries ma
 			}
 			t.Logf("%s, %s: %s after %s", name, tc.name, both[0], time.Since(opened).Round(time.Millisecond))
 			got[name][i] = both[0]
-			waitFor(t, name+": stream released after "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 0 })
+			ssetest.Eventually(t, name+": stream released after "+tc.name, 5*time.Second, func() bool { return n.waiting.Load() == 0 })
 		}
 	}
 	return got
@@ -212,8 +215,8 @@ func compareWithDirect(t *testing.T, up *endStateUpstream, upAddr string, got ma
 }
 
 func TestEndStates(t *testing.T) {
-	up := &endStateUpstream{cases: endStateCases()}
-	upAddr := serve(t, up)
+	up := newEndStateUpstream(t, endStateCases())
+	upAddr := up.Addr()
 	cfg := testConfig(BackendSpec{Name: "single", URI: "http://" + upAddr + "/single/", Mount: "/single", Prefix: true})
 	one := 1
 	cfg.Relay.ConnectRetries = one

@@ -10,9 +10,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // esBlock is one raw upstream block; id names the block a Last-Event-ID
@@ -54,57 +55,36 @@ var esWant = []string{
 }
 
 // esUpstream replays esBlocks after the request's Last-Event-ID (all of
-// them without one) and then holds the stream. The first connection of a
-// gated path waits until its gate opens.
-type esUpstream struct {
-	mu    sync.Mutex
-	gates map[string]chan struct{}
-	seen  map[string][]string // Last-Event-ID per connection and path
-}
-
-func (u *esUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	u.mu.Lock()
-	gate := u.gates[r.URL.Path]
-	delete(u.gates, r.URL.Path)
-	u.seen[r.URL.Path] = append(u.seen[r.URL.Path], r.Header.Get("Last-Event-ID"))
-	u.mu.Unlock()
-
-	from := 0
-	if id := r.Header.Get("Last-Event-ID"); id != "" {
-		from = -1
-		for i, b := range esBlocks {
-			if b.id == id {
-				from = i + 1
+// them without one) and then holds the stream. The first connection of
+// /es/live waits until live is closed.
+func esUpstream(t *testing.T, live <-chan struct{}) *ssetest.Upstream {
+	return ssetest.Serve(t, func(r ssetest.Request) ssetest.Response {
+		from := 0
+		if id := r.Header.Get("Last-Event-ID"); id != "" {
+			from = -1
+			for i, b := range esBlocks {
+				if b.id == id {
+					from = i + 1
+				}
+			}
+			if from < 0 {
+				return ssetest.Response{Handler: func(w http.ResponseWriter, _ *http.Request) {
+					http.Error(w, "unknown Last-Event-ID", http.StatusNotFound)
+				}}
 			}
 		}
-		if from < 0 {
-			http.Error(w, "unknown Last-Event-ID", http.StatusNotFound)
-			return
+		resp := ssetest.Response{
+			Header: http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}, "Cache-Control": {"no-cache"}},
+			Hold:   true,
 		}
-	}
-	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if rc.Flush() != nil {
-		return
-	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-			return
+		for _, b := range esBlocks[from:] {
+			resp.Body = append(resp.Body, b.raw)
 		}
-	}
-	for _, b := range esBlocks[from:] {
-		if _, err := w.Write([]byte(b.raw)); err != nil {
-			return
+		if r.URL.Path == "/es/live" && r.PathN == 0 {
+			resp.Gate = live
 		}
-		if rc.Flush() != nil {
-			return
-		}
-	}
-	<-r.Context().Done()
+		return resp
+	})
 }
 
 // esClient locates test/eventsource/client.js and its dependencies, or
@@ -199,8 +179,8 @@ func diffLines(got, want []string) string {
 func TestEventSourceClientThroughNode(t *testing.T) {
 	nodeBin, dir := esClient(t)
 	live := make(chan struct{})
-	up := &esUpstream{gates: map[string]chan struct{}{"/es/live": live}, seen: map[string][]string{}}
-	upAddr := serve(t, up)
+	up := esUpstream(t, live)
+	upAddr := up.Addr()
 	n := startNode(t, testConfig(BackendSpec{Name: "es", URI: "http://" + upAddr + "/es/", Mount: "/es", Prefix: true}))
 	directURL := "http://" + upAddr + "/es/direct"
 	nodeURL := "http://" + n.Addr() + "/es"
@@ -214,14 +194,14 @@ func TestEventSourceClientThroughNode(t *testing.T) {
 	// back until client.js is attached. A second subscriber then keeps the
 	// stream and its ring alive for the resume below.
 	es := startES(t, nodeBin, dir, nodeURL+"/live", len(esWant), "")
-	waitFor(t, "client.js attached to the node", 15*time.Second, func() bool { return n.Relay().Clients() == 1 })
-	holder := dial(t, nodeURL+"/live", nil)
+	ssetest.Eventually(t, "client.js attached to the node", 15*time.Second, func() bool { return n.Relay().Clients() == 1 })
+	holder := ssetest.Dial(t, nodeURL+"/live", nil)
 	close(live)
 	if d := diffLines(es.wait(t), direct); d != "" {
 		t.Fatalf("through the node vs direct: %s", d)
 	}
 	// Each block's own id, as the node forwards it (an empty id stays an id).
-	if got, want := holder.ids(t, len(esWant), 5*time.Second), []string{"1", "2", "3", "", "4", "", "5"}; !slices.Equal(got, want) {
+	if got, want := holder.IDs(t, len(esWant), 5*time.Second), []string{"1", "2", "3", "", "4", "", "5"}; !slices.Equal(got, want) {
 		t.Fatalf("a second subscriber saw ids %q, want %q", got, want)
 	}
 
@@ -250,12 +230,10 @@ func TestEventSourceClientThroughNode(t *testing.T) {
 		})
 	}
 
-	up.mu.Lock()
-	defer up.mu.Unlock()
-	if got := up.seen["/es/live"]; len(got) != 1 {
+	if got := up.LastEventIDs("/es/live"); len(got) != 1 {
 		t.Errorf("the ring must answer the resume: upstream saw %d connections for /es/live (Last-Event-IDs %q)", len(got), got)
 	}
-	if got := up.seen["/es/fresh"]; len(got) != 1 || got[0] != resumeFrom {
+	if got := up.LastEventIDs("/es/fresh"); len(got) != 1 || got[0] != resumeFrom {
 		t.Errorf("upstream saw Last-Event-IDs %q for /es/fresh, want one connection resuming from %q", got, resumeFrom)
 	}
 }

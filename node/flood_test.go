@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // Floods: what one client address can make a node and its back end do.
@@ -59,15 +60,15 @@ func TestStreamThatNeverWentLiveDoesNotLinger(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if resp, err := streamClient.Do(req); err == nil {
+		if resp, err := ssetest.HTTPClient.Do(req); err == nil {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "upstream request open", 5*time.Second, func() bool { return open.Load() == 1 })
+	ssetest.Eventually(t, "upstream request open", 5*time.Second, func() bool { return open.Load() == 1 })
 	cancel()
 	<-done
 	// Well inside the minute of linger: nobody ever saw the stream work.
-	waitFor(t, "stream released", 5*time.Second, func() bool { return n.Relay().Streams() == 0 && open.Load() == 0 })
+	ssetest.Eventually(t, "stream released", 5*time.Second, func() bool { return n.Relay().Streams() == 0 && open.Load() == 0 })
 }
 
 func TestDroppedQueryParametersOpenNoStreams(t *testing.T) {
@@ -76,7 +77,7 @@ func TestDroppedQueryParametersOpenNoStreams(t *testing.T) {
 	// and room for everyone else.
 	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Limits.MaxStreams = 20 })
 	for i := 0; i < 25; i++ {
-		c, resp, err := dialStatus(fmt.Sprintf("%s?r=%d", url, i), nil)
+		c, resp, err := ssetest.DialStatus(fmt.Sprintf("%s?r=%d", url, i), nil)
 		if err != nil || c == nil {
 			t.Fatalf("request %d: %v %v", i, err, resp)
 		}
@@ -88,9 +89,9 @@ func TestDroppedQueryParametersOpenNoStreams(t *testing.T) {
 	if keys := be.StreamKeys(); len(keys) != 1 || be.Stats(streamPath).Total != 1 {
 		t.Fatalf("back end streams %v with %d connections, want one stream and one connection", keys, be.Stats(streamPath).Total)
 	}
-	c := dial(t, url+"?r=legit", nil)
+	c := ssetest.Dial(t, url+"?r=legit", nil)
 	be.Publish(streamPath, 1)
-	c.ids(t, 1, 5*time.Second)
+	c.IDs(t, 1, 5*time.Second)
 }
 
 func TestPerAddressLimits(t *testing.T) {
@@ -103,8 +104,8 @@ func TestPerAddressLimits(t *testing.T) {
 	here, other := clientFrom("127.0.0.1"), clientFrom("127.0.0.2")
 
 	// New streams: a burst of two, then one per two seconds.
-	a := dial(t, base+"/f/a", nil)
-	b := dial(t, base+"/f/b", nil)
+	a := ssetest.Dial(t, base+"/f/a", nil)
+	b := ssetest.Dial(t, base+"/f/b", nil)
 	if st, ra := statusFrom(t, here, base+"/f/c", nil); st != http.StatusTooManyRequests || ra == "" || ra == "0" {
 		t.Fatalf("third new stream: %d Retry-After %q, want 429 with Retry-After", st, ra)
 	}
@@ -113,7 +114,7 @@ func TestPerAddressLimits(t *testing.T) {
 	}
 	// Joining open streams costs no upstream request: only the connection
 	// limit applies.
-	c := dial(t, base+"/f/a", nil)
+	c := ssetest.Dial(t, base+"/f/a", nil)
 	if st, ra := statusFrom(t, here, base+"/f/b", nil); st != http.StatusTooManyRequests || ra != "7" {
 		t.Fatalf("fourth connection: %d Retry-After %q, want 429 after limits.retry_after", st, ra)
 	}
@@ -124,9 +125,9 @@ func TestPerAddressLimits(t *testing.T) {
 	// its next write: an event or a heartbeat).
 	// (A write to a socket the peer closed may still succeed once.)
 	c.Close()
-	waitFor(t, "departed client noticed", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "departed client noticed", 5*time.Second, func() bool {
 		be.Publish("/f/a", 1)
-		a.next(t, 5*time.Second)
+		a.Next(t, 5*time.Second)
 		for _, si := range n.Relay().StreamInfo() {
 			if si.Key == "/f/a" {
 				return si.Clients == 1
@@ -134,10 +135,10 @@ func TestPerAddressLimits(t *testing.T) {
 		}
 		return false
 	})
-	d := dial(t, base+"/f/b", nil)
+	d := ssetest.Dial(t, base+"/f/b", nil)
 	be.Publish("/f/b", 1)
-	b.ids(t, 1, 5*time.Second)
-	d.ids(t, 1, 5*time.Second)
+	b.IDs(t, 1, 5*time.Second)
+	d.IDs(t, 1, 5*time.Second)
 	snap := n.Relay().Metrics().Snapshot().Refused
 	if snap[codeIPNewStreams] != 1 || snap[codeIPConnections] != 1 {
 		t.Fatalf("refusals counted %v, want one of each per-address code", snap)
@@ -150,8 +151,8 @@ func TestTrustedProxyNamesTheClient(t *testing.T) {
 		c.TrustedProxies = []string{"127.0.0.1"}
 	})
 	xff := func(v string) http.Header { return http.Header{"X-Forwarded-For": {v}} }
-	dial(t, url, xff("203.0.113.1"))
-	dial(t, url, xff("198.51.100.9, 203.0.113.2")) // the left entry is the client's own claim
+	ssetest.Dial(t, url, xff("203.0.113.1"))
+	ssetest.Dial(t, url, xff("198.51.100.9, 203.0.113.2")) // the left entry is the client's own claim
 	if st, code, _ := status(t, url, xff("203.0.113.1")); st != http.StatusTooManyRequests || code != codeIPConnections {
 		t.Fatalf("second stream of 203.0.113.1 through the proxy: %d %s, want 429", st, code)
 	}
@@ -160,7 +161,7 @@ func TestTrustedProxyNamesTheClient(t *testing.T) {
 	}
 	// From an untrusted peer the header is the client's own claim.
 	untrusted := clientFrom("127.0.0.2")
-	first, resp, err := dialWith(untrusted, url, xff("203.0.113.10"), nil)
+	first, resp, err := ssetest.DialWith(untrusted, url, xff("203.0.113.10"), nil)
 	if err != nil || first == nil {
 		t.Fatalf("first stream of 127.0.0.2: %v %v", err, resp)
 	}
@@ -200,7 +201,7 @@ func TestFloodFromOneAddress(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 				req.Header.Set("Last-Event-ID", "id-"+strconv.FormatInt(i, 10))
-				resp, err := streamClient.Do(req)
+				resp, err := ssetest.HTTPClient.Do(req)
 				if err == nil {
 					if resp.StatusCode == http.StatusTooManyRequests {
 						refused.Add(1)
@@ -227,14 +228,14 @@ func TestFloodFromOneAddress(t *testing.T) {
 		t.Fatalf("only %d of %d requests refused", refused.Load(), requests)
 	}
 
-	legit, resp, err := dialWith(clientFrom("127.0.0.2"), base+"/f/legit?q=1", nil, nil)
+	legit, resp, err := ssetest.DialWith(clientFrom("127.0.0.2"), base+"/f/legit?q=1", nil, nil)
 	if err != nil || legit == nil {
 		t.Fatalf("legitimate client: %v %v", err, resp)
 	}
 	t.Cleanup(legit.Close)
-	waitFor(t, "legit stream on the back end", 5*time.Second, func() bool { return be.Stats("/f/legit?q=1").Open == 1 })
+	ssetest.Eventually(t, "legit stream on the back end", 5*time.Second, func() bool { return be.Stats("/f/legit?q=1").Open == 1 })
 	be.Publish("/f/legit?q=1", 1)
-	if ev := legit.next(t, time.Second); ev.ID != "1" {
+	if ev := legit.Next(t, time.Second); ev.ID != "1" {
 		t.Fatalf("legitimate client got %+v", ev)
 	}
 }
@@ -258,26 +259,26 @@ func TestCatchUpsAreMergedAndBounded(t *testing.T) {
 	cfg.Relay.CatchUpPerStream = 2
 	n := startNode(t, cfg)
 	url := "http://" + n.Addr() + "/c"
-	dial(t, url, nil).next(t, 5*time.Second)
+	ssetest.Dial(t, url, nil).Next(t, 5*time.Second)
 
-	resume := func(id string) chan *sseClient {
-		ch := make(chan *sseClient, 1)
+	resume := func(id string) chan *ssetest.Client {
+		ch := make(chan *ssetest.Client, 1)
 		go func() {
-			c, _, _ := dialStatus(url, http.Header{"Last-Event-ID": {id}})
+			c, _, _ := ssetest.DialStatus(url, http.Header{"Last-Event-ID": {id}})
 			ch <- c
 		}()
 		return ch
 	}
 	// Eight subscribers resuming from one unknown id share one request.
-	var same []chan *sseClient
+	var same []chan *ssetest.Client
 	for i := 0; i < 8; i++ {
 		same = append(same, resume("unknown"))
 	}
-	waitFor(t, "eight subscribers attached", 5*time.Second, func() bool { return n.Relay().Clients() == 9 })
-	waitFor(t, "one catch-up upstream", 5*time.Second, func() bool { return catchUps.Load() == 1 })
+	ssetest.Eventually(t, "eight subscribers attached", 5*time.Second, func() bool { return n.Relay().Clients() == 9 })
+	ssetest.Eventually(t, "one catch-up upstream", 5*time.Second, func() bool { return catchUps.Load() == 1 })
 	// Eight more, each from its own id: two fetches run; the other six are
 	// told of their gap at once instead of asking upstream.
-	var distinct []*sseClient
+	var distinct []*ssetest.Client
 	for i := 0; i < 8; i++ {
 		c := <-resume("u" + strconv.Itoa(i))
 		if c == nil {
@@ -286,7 +287,7 @@ func TestCatchUpsAreMergedAndBounded(t *testing.T) {
 		t.Cleanup(c.Close)
 		distinct = append(distinct, c)
 	}
-	waitFor(t, "budget spent", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "budget spent", 5*time.Second, func() bool {
 		return n.Relay().Metrics().Snapshot().CatchUpRefused["stream"] == 7
 	})
 	if got := catchUps.Load(); got != 2 {
@@ -295,7 +296,7 @@ func TestCatchUpsAreMergedAndBounded(t *testing.T) {
 	close(release)
 	gaps := 0
 	for _, c := range distinct {
-		if ev := c.next(t, 5*time.Second); ev.Type == "ssemesh-gap" {
+		if ev := c.Next(t, 5*time.Second); ev.Type == "ssemesh-gap" {
 			gaps++
 		}
 	}
@@ -304,7 +305,7 @@ func TestCatchUpsAreMergedAndBounded(t *testing.T) {
 		if c == nil {
 			t.Fatal("resuming subscriber refused")
 		}
-		if ev := c.next(t, 5*time.Second); ev.Type != "ssemesh-gap" {
+		if ev := c.Next(t, 5*time.Second); ev.Type != "ssemesh-gap" {
 			t.Fatalf("subscriber of the shared fetch got %+v, want its gap", ev)
 		}
 		c.Close()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 func TestUnknownPathAndMethod(t *testing.T) {
@@ -64,19 +65,19 @@ func TestPrefixMountStreams(t *testing.T) {
 	cfg := testConfig(BackendSpec{Name: "live", URI: "http://" + addr + "/live-center/feed/", Mount: "/feeds", Prefix: true, QueryParams: []string{"lang"}})
 	n := startNode(t, cfg)
 	base := "http://" + n.Addr()
-	a := dial(t, base+"/feeds/event-1?lang=en", nil)
-	b := dial(t, base+"/feeds/event-2", nil)
+	a := ssetest.Dial(t, base+"/feeds/event-1?lang=en", nil)
+	b := ssetest.Dial(t, base+"/feeds/event-2", nil)
 	// A parameter off the allow-list is dropped: the same stream as b.
-	c := dial(t, base+"/feeds/event-2?cachebust=7", nil)
+	c := ssetest.Dial(t, base+"/feeds/event-2?cachebust=7", nil)
 	be.Publish("/live-center/feed/event-1?lang=en", 2)
 	be.Publish("/live-center/feed/event-2", 1)
-	if got := a.ids(t, 2, 5*time.Second); got[1] != "2" {
+	if got := a.IDs(t, 2, 5*time.Second); got[1] != "2" {
 		t.Fatalf("feed 1 got %v", got)
 	}
-	if got := b.ids(t, 1, 5*time.Second); got[0] != "1" {
+	if got := b.IDs(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("feed 2 got %v", got)
 	}
-	if got := c.ids(t, 1, 5*time.Second); got[0] != "1" {
+	if got := c.IDs(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("feed 2 with a dropped parameter got %v", got)
 	}
 	if n.Relay().Streams() != 2 || len(be.StreamKeys()) != 2 {
@@ -108,12 +109,12 @@ func TestCORS(t *testing.T) {
 	if resp.Header.Get("Access-Control-Allow-Origin") != "https://news.example" || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Last-Event-ID") {
 		t.Fatalf("preflight headers %v", resp.Header)
 	}
-	c := dial(t, url, http.Header{"Origin": {"https://news.example"}})
-	if c.resp.Header.Get("Access-Control-Allow-Origin") != "https://news.example" {
-		t.Fatalf("stream response lacks CORS: %v", c.resp.Header)
+	c := ssetest.Dial(t, url, http.Header{"Origin": {"https://news.example"}})
+	if c.Resp.Header.Get("Access-Control-Allow-Origin") != "https://news.example" {
+		t.Fatalf("stream response lacks CORS: %v", c.Resp.Header)
 	}
-	other := dial(t, url, http.Header{"Origin": {"https://evil.example"}})
-	if other.resp.Header.Get("Access-Control-Allow-Origin") != "" {
+	other := ssetest.Dial(t, url, http.Header{"Origin": {"https://evil.example"}})
+	if other.Resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatal("an origin not allowed got CORS headers")
 	}
 }
@@ -122,7 +123,7 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	be, addr := startBackend(t, backend.Config{})
 	cfg := testConfig(BackendSpec{Name: "changelog", URI: "http://" + addr + streamPath})
 	cfg.Drain = Duration(300 * time.Millisecond)
-	n, err := New(cfg, testLogger(t))
+	n, err := New(cfg, ssetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +131,10 @@ func TestGracefulShutdownDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := "http://" + n.Addr() + streamPath
-	cs := []*sseClient{dial(t, url, nil), dial(t, url, nil), dial(t, url, nil)}
+	cs := []*ssetest.Client{ssetest.Dial(t, url, nil), ssetest.Dial(t, url, nil), ssetest.Dial(t, url, nil)}
 	be.Publish(streamPath, 1)
 	for _, c := range cs {
-		c.next(t, 5*time.Second)
+		c.Next(t, 5*time.Second)
 	}
 	ready := func() int {
 		resp, err := http.Get("http://" + n.AdminAddr() + "/readyz")
@@ -154,7 +155,7 @@ func TestGracefulShutdownDrains(t *testing.T) {
 		done <- n.Shutdown(ctx)
 	}()
 	for i, c := range cs {
-		rest := c.expectEnd(t, 5*time.Second)
+		rest := c.ExpectEnd(t, 5*time.Second)
 		if len(rest) == 0 || rest[len(rest)-1].Retry < 0 {
 			t.Fatalf("client %d closed without a retry hint (got %+v)", i, rest)
 		}
@@ -163,7 +164,7 @@ func TestGracefulShutdownDrains(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	if be.Stats(streamPath).Open != 0 {
-		waitFor(t, "upstream closed", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 0 })
+		ssetest.Eventually(t, "upstream closed", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 0 })
 	}
 }
 
@@ -171,21 +172,21 @@ func TestReadyzDuringDrain(t *testing.T) {
 	_, addr := startBackend(t, backend.Config{})
 	cfg := testConfig(BackendSpec{Name: "changelog", URI: "http://" + addr + streamPath})
 	cfg.Drain = Duration(2 * time.Second)
-	n, err := New(cfg, testLogger(t))
+	n, err := New(cfg, ssetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}
-	dial(t, "http://"+n.Addr()+streamPath, nil)
+	ssetest.Dial(t, "http://"+n.Addr()+streamPath, nil)
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		done <- n.Shutdown(ctx)
 	}()
-	waitFor(t, "readyz 503 while draining", 2*time.Second, func() bool {
+	ssetest.Eventually(t, "readyz 503 while draining", 2*time.Second, func() bool {
 		resp, err := http.Get("http://" + n.AdminAddr() + "/readyz")
 		if err != nil {
 			return false

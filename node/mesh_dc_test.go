@@ -10,6 +10,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/consultest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/topology"
 )
 
@@ -60,19 +61,6 @@ func httpStatus(url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// eventually is waitFor for checks that must not end the test: it reports
-// whether cond held before the deadline.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
 
 // memberDC is the data centre n's view places member id in ("" if unknown).
@@ -155,7 +143,7 @@ func buildTwoDCs(t *testing.T) *twoDCs {
 	// through Consul's catalog once the other's health checks pass.
 	waitMembers(t, 7, m.all()...)
 	for _, n := range m.all() {
-		waitFor(t, "back end mounted on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
+		ssetest.Eventually(t, "back end mounted on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
 	}
 	return m
 }
@@ -166,7 +154,7 @@ func TestMeshTwoDataCentres(t *testing.T) {
 	// Discovery alone should tell dc2 about dc1's back end; the static
 	// spec keeps the rest of the test meaningful when it does not.
 	for _, n := range m.dc2 {
-		ok := eventually(10*time.Second, func() bool {
+		_, ok := ssetest.Poll(10*time.Second, 10*time.Millisecond, func() bool {
 			for _, b := range n.MeshView().Backends {
 				if b.Name == "changelog" && b.DC == "dc1" {
 					return true
@@ -184,7 +172,7 @@ func TestMeshTwoDataCentres(t *testing.T) {
 
 	cs := spreadClients(t, m.leaves, 20)
 	for _, l := range m.leaves {
-		waitFor(t, "clients attached to "+l.ID(), 10*time.Second, func() bool { return l.Relay().Clients() == 20 })
+		ssetest.Eventually(t, "clients attached to "+l.ID(), 10*time.Second, func() bool { return l.Relay().Clients() == 20 })
 	}
 	m.be.Publish(streamPath, 20)
 	expectAll(t, cs, 1, 20)
@@ -266,7 +254,7 @@ func TestMeshTwoDataCentres(t *testing.T) {
 	victim := nodeByID(m.dc1, "relay-a")
 	victim.Kill()
 	var last topology.Report
-	ok := eventually(15*time.Second, func() bool {
+	_, ok := ssetest.Poll(15*time.Second, 10*time.Millisecond, func() bool {
 		last = m.leaves[1].TopologyReport(context.Background(), "")
 		nr, found := reportNode(last, victim.ID())
 		return found && !nr.Reachable && nr.State != topology.StateAlive && slices.Contains(last.Unreachable, victim.ID())
@@ -303,17 +291,17 @@ func TestMeshRemoteDCLearnsMount(t *testing.T) {
 	root := meshNode(t, meshSpec{id: "root-a", dc: "dc1", tier: 0, consul: a1.HTTPAddr}, nil)
 	leaf := meshNode(t, meshSpec{id: "leaf-x", dc: "dc2", tier: 2, consul: a2.HTTPAddr}, nil)
 	waitMembers(t, 2, root, leaf)
-	ok := eventually(15*time.Second, func() bool {
+	_, ok := ssetest.Poll(15*time.Second, 10*time.Millisecond, func() bool {
 		mt := leaf.findMount(streamPath)
 		return mt != nil && mt.dc == "dc1"
 	})
 	if !ok {
 		t.Fatalf("dc2 node never mounted %s of dc1 from Consul alone; view back ends %+v", streamPath, leaf.MeshView().Backends)
 	}
-	c := dial(t, "http://"+leaf.Addr()+streamPath, nil)
-	waitFor(t, "client attached", 10*time.Second, func() bool { return leaf.Relay().Clients() == 1 })
+	c := ssetest.Dial(t, "http://"+leaf.Addr()+streamPath, nil)
+	ssetest.Eventually(t, "client attached", 10*time.Second, func() bool { return leaf.Relay().Clients() == 1 })
 	be.Publish(streamPath, 5)
-	expectAll(t, []*sseClient{c}, 1, 5)
+	expectAll(t, []*ssetest.Client{c}, 1, 5)
 	if p := upstreamOf(leaf, streamPath); p != root.ID() {
 		t.Fatalf("dc2 leaf takes the stream from %q, want the dc1 root", p)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/topology"
 )
@@ -115,11 +116,11 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 	if len(moved) == 0 {
 		t.Fatal("no leaf takes the stream from a relay")
 	}
-	direct := make([]*sseClient, 3)
+	direct := make([]*ssetest.Client, 3)
 	for i := range direct {
-		direct[i] = dial(t, "http://"+victim.Addr()+streamPath, nil)
+		direct[i] = ssetest.Dial(t, "http://"+victim.Addr()+streamPath, nil)
 	}
-	waitFor(t, "direct clients attached", 10*time.Second, func() bool { return victim.Relay().Clients() == 3+len(moved) })
+	ssetest.Eventually(t, "direct clients attached", 10*time.Second, func() bool { return victim.Relay().Clients() == 3+len(moved) })
 	tr.be.Publish(streamPath, 10)
 	expectAll(t, append(slices.Clone(cs), direct...), 1, 10)
 
@@ -148,7 +149,7 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- victim.Shutdown(context.Background()) }()
 	// Readiness goes first: Consul's check and load balancers stop sending.
-	waitFor(t, "readyz 503 while leaving", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "readyz 503 while leaving", 5*time.Second, func() bool {
 		resp, err := http.Get(ready)
 		if err != nil {
 			return true // already closed: it was unready before that
@@ -172,9 +173,9 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 
 	// The relay's own clients had everything and get a retry hint with the
 	// close; each resumes on a leaf from where it stopped.
-	resumed := make([]*sseClient, len(direct))
+	resumed := make([]*ssetest.Client, len(direct))
 	for i, c := range direct {
-		evs := c.expectEnd(t, 10*time.Second)
+		evs := c.ExpectEnd(t, 10*time.Second)
 		var ids []string
 		retry := false
 		for _, ev := range evs {
@@ -191,7 +192,7 @@ func TestMeshGracefulRelayLeave(t *testing.T) {
 		if len(ids) != 0 {
 			t.Fatalf("direct client %d got %v after the first ten, want nothing", i, ids)
 		}
-		resumed[i] = dial(t, "http://"+tr.leaves[i].Addr()+streamPath, http.Header{"Last-Event-ID": {"10"}})
+		resumed[i] = ssetest.Dial(t, "http://"+tr.leaves[i].Addr()+streamPath, http.Header{"Last-Event-ID": {"10"}})
 	}
 
 	tr.be.Publish(streamPath, 10)
@@ -238,7 +239,7 @@ func TestMeshNewRelayTakesChildrenWithoutLoss(t *testing.T) {
 	nr := meshNode(t, meshSpec{id: newID, dc: "dc1", tier: 1, consul: agent.HTTPAddr, seeds: []string{tr.roots[0].GossipAddr()}}, nil)
 	for _, l := range tr.leaves {
 		if slices.Contains(winners, l.ID()) {
-			waitFor(t, "leaf "+l.ID()+" moved to "+newID, 15*time.Second, func() bool {
+			ssetest.Eventually(t, "leaf "+l.ID()+" moved to "+newID, 15*time.Second, func() bool {
 				return upstreamOf(l, streamPath) == newID && nr.Relay().ChildClients() > 0
 			})
 		}
@@ -281,7 +282,7 @@ func TestMeshRootRestartCycle(t *testing.T) {
 	start := time.Now()
 	cw.mark("owner killed")
 	owner.Kill()
-	waitFor(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
+	ssetest.Eventually(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
 		return upstreamOf(other, streamPath) == "" && tr.be.Stats(streamPath).Open == 1
 	})
 	t.Logf("takeover by %s within %s", other.ID(), time.Since(start).Round(time.Millisecond))
@@ -289,7 +290,7 @@ func TestMeshRootRestartCycle(t *testing.T) {
 	start = time.Now()
 	cw.mark("owner restarts under its ID")
 	back := meshNode(t, meshSpec{id: owner.ID(), dc: "dc1", tier: 0, consul: agent.HTTPAddr, seeds: []string{other.GossipAddr()}}, nil)
-	waitFor(t, "ownership returns to the restarted root", 30*time.Second, func() bool {
+	ssetest.Eventually(t, "ownership returns to the restarted root", 30*time.Second, func() bool {
 		return upstreamOf(back, streamPath) == "" && upstreamOf(other, streamPath) == back.ID() && tr.be.Stats(streamPath).Open == 1
 	})
 	t.Logf("ownership back at %s within %s of its restart", back.ID(), time.Since(start).Round(time.Millisecond))
@@ -297,7 +298,7 @@ func TestMeshRootRestartCycle(t *testing.T) {
 	// take it back as a parent once the avoid period ends.
 	nodes := append(slices.Clone(tr.relays), tr.leaves...)
 	nodes = append(nodes, other, back)
-	waitFor(t, "every node back on its planned parent", 30*time.Second, func() bool {
+	ssetest.Eventually(t, "every node back on its planned parent", 30*time.Second, func() bool {
 		for _, n := range nodes {
 			if !onPlan(n) {
 				return false
@@ -372,13 +373,13 @@ func TestMeshSurvivesConsulOutage(t *testing.T) {
 	pub := startPublisher(t, tr.be, streamPath, 50*time.Millisecond, 2000)
 	agent.Stop()
 	for _, n := range tr.all() {
-		waitFor(t, "outage noticed by "+n.ID(), 15*time.Second, func() bool { return !n.MeshView().ConsulOK })
+		ssetest.Eventually(t, "outage noticed by "+n.ID(), 15*time.Second, func() bool { return !n.MeshView().ConsulOK })
 	}
 	// Clients keep getting events while Consul is down, and a new client
 	// on any leaf is served from the last known view.
 	outageStart := time.Now()
-	late := dial(t, "http://"+tr.leaves[3].Addr()+streamPath, nil)
-	first, err := strconv.Atoi(late.next(t, 10*time.Second).ID)
+	late := ssetest.Dial(t, "http://"+tr.leaves[3].Addr()+streamPath, nil)
+	first, err := strconv.Atoi(late.Next(t, 10*time.Second).ID)
 	if err != nil {
 		t.Fatalf("late client: %v", err)
 	}
@@ -391,7 +392,7 @@ func TestMeshSurvivesConsulOutage(t *testing.T) {
 	// event, each within a few seconds, for the whole of it.
 	want := first + 1
 	for time.Since(outageStart) < 30*time.Second {
-		if id := late.next(t, 5*time.Second).ID; id != strconv.Itoa(want) {
+		if id := late.Next(t, 5*time.Second).ID; id != strconv.Itoa(want) {
 			t.Fatalf("late client got id %s during the outage, want %d", id, want)
 		}
 		want++
@@ -404,22 +405,22 @@ func TestMeshSurvivesConsulOutage(t *testing.T) {
 	agent.Restart(t)
 	restarted := time.Now()
 	for _, n := range tr.all() {
-		waitFor(t, n.ID()+" mounts the back end registered during the outage", 60*time.Second, func() bool {
+		ssetest.Eventually(t, n.ID()+" mounts the back end registered during the outage", 60*time.Second, func() bool {
 			v := n.MeshView()
 			return v.ConsulOK && n.findMount(liveblog) != nil
 		})
 	}
 	t.Logf("every node mounted %s within %s of the agent's restart", liveblog, time.Since(restarted).Round(time.Millisecond))
-	lb := dial(t, "http://"+tr.leaves[0].Addr()+liveblog, nil)
-	waitFor(t, "liveblog subscriber attached", 10*time.Second, func() bool { return tr.be.Stats(liveblog).Open == 1 })
+	lb := ssetest.Dial(t, "http://"+tr.leaves[0].Addr()+liveblog, nil)
+	ssetest.Eventually(t, "liveblog subscriber attached", 10*time.Second, func() bool { return tr.be.Stats(liveblog).Open == 1 })
 	tr.be.Publish(liveblog, 3)
-	if got := lb.ids(t, 3, 10*time.Second); !slices.Equal(got, seq(1, 3)) {
+	if got := lb.IDs(t, 3, 10*time.Second); !slices.Equal(got, seq(1, 3)) {
 		t.Fatalf("liveblog client got %v", got)
 	}
 
 	last := pub.Stop()
 	expectAll(t, cs, 6, last)
-	expectAll(t, []*sseClient{late}, want, last)
+	expectAll(t, []*ssetest.Client{late}, want, last)
 	if st := tr.be.Stats(streamPath); st.Total != 1 {
 		t.Errorf("back end saw %d connections for %s across the outage, want 1", st.Total, streamPath)
 	}
@@ -530,12 +531,12 @@ func TestMeshAvoidedParentIsTakenBackAfterAvoidPeriod(t *testing.T) {
 	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 1000)
 	leaf.avoid.add(planned, streamPath, avoidParent, time.Now().Add(avoidFor))
 	leaf.reroute()
-	waitFor(t, "leaf moved off the avoided parent", 10*time.Second, func() bool {
+	ssetest.Eventually(t, "leaf moved off the avoided parent", 10*time.Second, func() bool {
 		p := upstreamOf(leaf, streamPath)
 		return p != planned && strings.HasPrefix(p, "relay-")
 	})
 	moved := time.Now()
-	waitFor(t, "leaf back on its planned parent", 10*avoidFor, func() bool { return upstreamOf(leaf, streamPath) == planned })
+	ssetest.Eventually(t, "leaf back on its planned parent", 10*avoidFor, func() bool { return upstreamOf(leaf, streamPath) == planned })
 	if back := time.Since(moved); back < avoidFor/2 {
 		t.Fatalf("leaf returned after %s, before the avoid period (%s) was over", back, avoidFor)
 	}

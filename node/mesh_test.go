@@ -15,6 +15,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/consultest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/topology"
 )
@@ -70,7 +71,7 @@ func registerBackend(t *testing.T, c *api.Client, name, addr, path string) {
 // waitMembers waits until every node sees want alive members.
 func waitMembers(t *testing.T, want int, nodes ...*Node) {
 	t.Helper()
-	waitFor(t, "mesh convergence", 20*time.Second, func() bool {
+	ssetest.Eventually(t, "mesh convergence", 20*time.Second, func() bool {
 		for _, n := range nodes {
 			v := n.MeshView()
 			alive := 0
@@ -157,29 +158,29 @@ func buildTree(t *testing.T, mutate func(*Config)) (*tree, *consultest.Agent) {
 	}
 	waitMembers(t, 8, tr.all()...)
 	for _, n := range tr.all() {
-		waitFor(t, "back end mounted from Consul on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
+		ssetest.Eventually(t, "back end mounted from Consul on "+n.ID(), 10*time.Second, func() bool { return n.findMount(streamPath) != nil })
 	}
 	return tr, agent
 }
 
 // spreadClients connects per clients to every leaf.
-func spreadClients(t *testing.T, leaves []*Node, per int) []*sseClient {
+func spreadClients(t *testing.T, leaves []*Node, per int) []*ssetest.Client {
 	t.Helper()
-	var cs []*sseClient
+	var cs []*ssetest.Client
 	for _, l := range leaves {
 		for i := 0; i < per; i++ {
-			cs = append(cs, dial(t, "http://"+l.Addr()+streamPath, nil))
+			cs = append(cs, ssetest.Dial(t, "http://"+l.Addr()+streamPath, nil))
 		}
 	}
 	return cs
 }
 
 // expectAll checks every client receives exactly from..to, in order.
-func expectAll(t *testing.T, cs []*sseClient, from, to int) {
+func expectAll(t *testing.T, cs []*ssetest.Client, from, to int) {
 	t.Helper()
 	want := seq(from, to)
 	parallel(len(cs), func(i int) {
-		got, err := cs[i].tryIDs(len(want), 15*time.Second)
+		got, err := cs[i].TryIDs(len(want), 15*time.Second)
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("client %d: got %v (%v), want %d..%d", i, got, err, from, to)
 		}
@@ -193,7 +194,7 @@ func TestMeshTreeServesOneBackendConnection(t *testing.T) {
 	tr, _ := buildTree(t, nil)
 	cs := spreadClients(t, tr.leaves, 50)
 	for _, l := range tr.leaves {
-		waitFor(t, "leaf clients attached", 10*time.Second, func() bool { return l.Relay().Clients() == 50 })
+		ssetest.Eventually(t, "leaf clients attached", 10*time.Second, func() bool { return l.Relay().Clients() == 50 })
 	}
 	tr.be.Publish(streamPath, 20)
 	expectAll(t, cs, 1, 20)
@@ -260,7 +261,7 @@ func TestMeshHardKillOfRelayLosesNothing(t *testing.T) {
 	start := time.Now()
 	victim.Kill()
 	for _, l := range tr.leaves {
-		waitFor(t, "leaf re-parented", 10*time.Second, func() bool {
+		ssetest.Eventually(t, "leaf re-parented", 10*time.Second, func() bool {
 			p := upstreamOf(l, streamPath)
 			return p != victim.ID() && l.Relay().StreamInfo()[0].State == "live"
 		})
@@ -282,7 +283,7 @@ func TestMeshOwnerRootTakeover(t *testing.T) {
 	owner, other := tr.owner(t)
 	start := time.Now()
 	owner.Kill()
-	waitFor(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
+	ssetest.Eventually(t, "the other root owns the back-end connection", 15*time.Second, func() bool {
 		return upstreamOf(other, streamPath) == "" && tr.be.Stats(streamPath).Open == 1
 	})
 	t.Logf("takeover by %s within %s", other.ID(), time.Since(start).Round(time.Millisecond))
@@ -314,7 +315,7 @@ func TestForcedLoopIsRefused(t *testing.T) {
 	m, _ := newMount(BackendSpec{Name: "loop", URI: "http://" + b.Addr() + streamPath, Mount: streamPath, Chained: true}, nil)
 	a.setMounts(append(ms[:0:0], m))
 
-	_, resp, err := dialStatus("http://"+a.Addr()+streamPath, nil)
+	_, resp, err := ssetest.DialStatus("http://"+a.Addr()+streamPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,17 +326,17 @@ func TestForcedLoopIsRefused(t *testing.T) {
 	if got := b.Relay().Metrics().Snapshot().Refused[codeLoop] + a.Relay().Metrics().Snapshot().Refused[codeLoop]; got == 0 {
 		t.Fatal("no node counted a loop refusal")
 	}
-	waitFor(t, "streams released", 5*time.Second, func() bool { return a.Relay().Streams() == 0 && b.Relay().Streams() == 0 })
+	ssetest.Eventually(t, "streams released", 5*time.Second, func() bool { return a.Relay().Streams() == 0 && b.Relay().Streams() == 0 })
 
 	// The loop resolves once a takes the stream from the real back end:
 	// b's clients are fed through a, and nothing of the refusals lingers.
 	be, addr := startBackend(t, backend.Config{})
 	m, _ = newMount(BackendSpec{Name: "loop", URI: "http://" + addr + streamPath, Mount: streamPath, Chained: true}, nil)
 	a.setMounts([]*mount{m})
-	c := dial(t, "http://"+b.Addr()+streamPath, nil)
-	waitFor(t, "chain b -> a -> back end attached", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	c := ssetest.Dial(t, "http://"+b.Addr()+streamPath, nil)
+	ssetest.Eventually(t, "chain b -> a -> back end attached", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
 	be.Publish(streamPath, 3)
-	if got := c.ids(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
+	if got := c.IDs(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
 		t.Fatalf("client of b got %v after the loop was broken", got)
 	}
 }
@@ -350,14 +351,14 @@ func TestConsulBackEndMountPinnedInConfig(t *testing.T) {
 	n := meshNode(t, meshSpec{id: "solo", dc: "dc1", tier: 0, consul: agent.HTTPAddr}, func(c *Config) {
 		c.Backends = []BackendSpec{{Name: "changelog", Mount: "/pinned/changes"}}
 	})
-	waitFor(t, "back end mounted at the pinned path", 10*time.Second, func() bool { return n.findMount("/pinned/changes") != nil })
+	ssetest.Eventually(t, "back end mounted at the pinned path", 10*time.Second, func() bool { return n.findMount("/pinned/changes") != nil })
 	if n.findMount(streamPath) != nil {
 		t.Fatalf("back end also mounted at Consul's path %s", streamPath)
 	}
-	c := dial(t, "http://"+n.Addr()+"/pinned/changes", nil)
-	waitFor(t, "subscribed upstream", 10*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	c := ssetest.Dial(t, "http://"+n.Addr()+"/pinned/changes", nil)
+	ssetest.Eventually(t, "subscribed upstream", 10*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
 	be.Publish(streamPath, 2)
-	if got := c.ids(t, 2, 5*time.Second); !slices.Equal(got, seq(1, 2)) {
+	if got := c.IDs(t, 2, 5*time.Second); !slices.Equal(got, seq(1, 2)) {
 		t.Fatalf("got %v", got)
 	}
 }
@@ -408,11 +409,11 @@ func TestConsulBackEndInstanceFailover(t *testing.T) {
 		}
 	}
 	n := meshNode(t, meshSpec{id: "root", dc: "dc1", tier: 0, consul: agent.HTTPAddr}, nil)
-	waitFor(t, "both instances known", 10*time.Second, func() bool {
+	ssetest.Eventually(t, "both instances known", 10*time.Second, func() bool {
 		m := n.findMount(streamPath)
 		return m != nil && len(m.instances) == 2
 	})
-	cs := []*sseClient{dial(t, "http://"+n.Addr()+streamPath, nil), dial(t, "http://"+n.Addr()+streamPath, nil)}
+	cs := []*ssetest.Client{ssetest.Dial(t, "http://"+n.Addr()+streamPath, nil), ssetest.Dial(t, "http://"+n.Addr()+streamPath, nil)}
 	be.Publish(streamPath, 5)
 	expectAll(t, cs, 1, 5)
 
@@ -426,7 +427,7 @@ func TestConsulBackEndInstanceFailover(t *testing.T) {
 		t.Fatalf("open streams per instance: %d, %d; want exactly one", ins[0].open.Load(), ins[1].open.Load())
 	}
 	_ = used.srv.Close() // the instance dies: listener and connections gone
-	waitFor(t, "stream moved to the other instance", 10*time.Second, func() bool { return other.open.Load() == 1 })
+	ssetest.Eventually(t, "stream moved to the other instance", 10*time.Second, func() bool { return other.open.Load() == 1 })
 	be.Publish(streamPath, 5)
 	expectAll(t, cs, 6, 10)
 	st := be.Stats(streamPath)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/buildinfo"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -92,21 +93,21 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		c.Relay.MaxEventBytes = 64 << 10
 	})
 
-	cs := make([]*sseClient, clients)
+	cs := make([]*ssetest.Client, clients)
 	for i := range cs {
-		cs[i] = dial(t, url, nil)
+		cs[i] = ssetest.Dial(t, url, nil)
 	}
-	waitFor(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients })
+	ssetest.Eventually(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients })
 	be.Publish(streamPath, events)
 	for i, c := range cs {
-		if got := c.ids(t, events, 5*time.Second); got[events-1] != itoa(events) {
+		if got := c.IDs(t, events, 5*time.Second); got[events-1] != itoa(events) {
 			t.Fatalf("client %d got %v", i, got)
 		}
 	}
 	// The relay counts a delivery once the write returned, which can be
 	// just after the reader saw the bytes.
 	var fams map[string]*dto.MetricFamily
-	waitFor(t, "deliveries counted", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "deliveries counted", 5*time.Second, func() bool {
 		fams = scrape(t, n, token)
 		return metricValue(fams, "ssemesh_events_delivered_total", nil) == clients*events
 	})
@@ -153,7 +154,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	// One stalled subscriber: published to in lockstep with the others until
 	// the relay cuts it for its lag.
 	stalledClient(t, n.Addr(), streamPath)
-	waitFor(t, "stalled client attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients+1 })
+	ssetest.Eventually(t, "stalled client attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients+1 })
 	id := events
 	for n.Relay().Metrics().Snapshot().Disconnects[relay.ReasonLag] == 0 {
 		if id == events+2000 {
@@ -162,10 +163,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		be.Publish(streamPath, 1)
 		id++
 		for _, c := range cs {
-			c.next(t, 5*time.Second)
+			c.Next(t, 5*time.Second)
 		}
 	}
-	waitFor(t, "stalled client released", 5*time.Second, func() bool { return n.Relay().Clients() == clients })
+	ssetest.Eventually(t, "stalled client released", 5*time.Second, func() bool { return n.Relay().Clients() == clients })
 	fams = scrape(t, n, token)
 	if got := metricValue(fams, "ssemesh_slow_consumer_disconnects_total", map[string]string{"reason": relay.ReasonLag}); got != 1 {
 		t.Errorf("slow-consumer disconnects (lag) = %v, want 1", got)
@@ -186,7 +187,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 			t.Fatalf("hostile path: %d %s", st, code)
 		}
 	}
-	dial(t, url+"?lastEventId=a%0d%0ab", nil).Close()
+	ssetest.Dial(t, url+"?lastEventId=a%0d%0ab", nil).Close()
 	fams = scrape(t, n, token)
 	if got := metricValue(fams, "ssemesh_requests_refused_total", map[string]string{"reason": codeBadPath}); got != 2 {
 		t.Errorf("requests refused (bad_path) = %v, want 2", got)
@@ -251,7 +252,7 @@ func (fakeMesh) ConsulErrors() uint64           { return 3 }
 func (fakeMesh) RefusedMembers() uint64         { return 5 }
 
 func TestMetricsFromMesh(t *testing.T) {
-	n, err := New(testConfig(), testLogger(t))
+	n, err := New(testConfig(), ssetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

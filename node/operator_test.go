@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/topology"
 )
 
@@ -142,12 +143,12 @@ func twoStreams(t *testing.T) (*Node, []string) {
 	n := startNode(t, cfg)
 	keys := []string{"/feeds/event-1?lang=en", "/feeds/event-2"}
 	for _, k := range keys {
-		dial(t, "http://"+n.Addr()+k, nil)
+		ssetest.Dial(t, "http://"+n.Addr()+k, nil)
 	}
 	be.Publish("/live-center/feed/event-1?lang=en", 2)
 	be.Publish("/live-center/feed/event-2", 1)
-	waitFor(t, "both streams open", 5*time.Second, func() bool { return n.Relay().Streams() == 2 && n.Relay().Clients() == 2 })
-	waitFor(t, "events relayed", 5*time.Second, func() bool { return n.Relay().Metrics().Snapshot().EventsIn == 3 })
+	ssetest.Eventually(t, "both streams open", 5*time.Second, func() bool { return n.Relay().Streams() == 2 && n.Relay().Clients() == 2 })
+	ssetest.Eventually(t, "events relayed", 5*time.Second, func() bool { return n.Relay().Metrics().Snapshot().EventsIn == 3 })
 	return n, keys
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/mesh"
 )
 
@@ -186,7 +187,7 @@ func FuzzClientPathMapping(f *testing.F) {
 }
 
 func TestConsulPrefixInstancesGetATrailingSlash(t *testing.T) {
-	n, err := New(testConfig(), testLogger(t))
+	n, err := New(testConfig(), ssetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

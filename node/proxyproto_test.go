@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // dialFrom opens a TCP connection to addr from the local address src.
@@ -46,7 +47,7 @@ func TestProxyProtocolFromTrustedProxiesOnly(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("stream through the proxy: %v %v", resp, err)
 		}
-		waitFor(t, "the subscriber", 5*time.Second, func() bool { return n.Relay().Clients() == 1 })
+		ssetest.Eventually(t, "the subscriber", 5*time.Second, func() bool { return n.Relay().Clients() == 1 })
 		be.Publish(streamPath, 1)
 		line, err := readUntil(br, "id: 1")
 		if err != nil {
@@ -55,7 +56,7 @@ func TestProxyProtocolFromTrustedProxiesOnly(t *testing.T) {
 		c.Close()
 		// A departed client is found by a write: each poll sends one.
 		var entries []accessEntry
-		waitFor(t, "the access log line", 5*time.Second, func() bool {
+		ssetest.Eventually(t, "the access log line", 5*time.Second, func() bool {
 			be.Publish(streamPath, 1)
 			entries = readAccessLog(t, logPath)
 			return len(entries) == 1

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // reloadSource stands in for the command's configuration file: the test
@@ -59,7 +60,7 @@ type authRecorder struct {
 }
 
 func newAuthRecorder(t *testing.T) *authRecorder {
-	a := &authRecorder{be: backend.New(backend.Config{}, testLogger(t))}
+	a := &authRecorder{be: backend.New(backend.Config{}, ssetest.Logger(t))}
 	t.Cleanup(a.be.Close)
 	a.addr = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -84,13 +85,13 @@ func TestReloadUnderTraffic(t *testing.T) {
 	n, src := reloadableNode(t, cfg)
 	base := "http://" + n.Addr()
 
-	keepers := []*sseClient{dial(t, base+"/keep", nil), dial(t, base+"/keep", nil)}
-	creders := []*sseClient{dial(t, base+"/creds", nil), dial(t, base+"/creds", nil)}
-	goner := dial(t, base+"/gone", nil)
-	waitFor(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == 5 })
+	keepers := []*ssetest.Client{ssetest.Dial(t, base+"/keep", nil), ssetest.Dial(t, base+"/keep", nil)}
+	creders := []*ssetest.Client{ssetest.Dial(t, base+"/creds", nil), ssetest.Dial(t, base+"/creds", nil)}
+	goner := ssetest.Dial(t, base+"/gone", nil)
+	ssetest.Eventually(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == 5 })
 	pk := startPublisher(t, keep.be, streamPath, 5*time.Millisecond, 10000)
 	pc := startPublisher(t, creds.be, streamPath, 5*time.Millisecond, 10000)
-	waitFor(t, "events flowing", 5*time.Second, func() bool { return keep.be.Stats(streamPath).LastID > 20 && creds.be.Stats(streamPath).LastID > 20 })
+	ssetest.Eventually(t, "events flowing", 5*time.Second, func() bool { return keep.be.Stats(streamPath).LastID > 20 && creds.be.Stats(streamPath).LastID > 20 })
 
 	src.set(func(c *Config) {
 		c.Backends = []BackendSpec{spec("keep", keep, "u1"), spec("creds", creds, "u2"), spec("added", added, "u1")}
@@ -99,7 +100,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	if res.Result != "ok" || !slices.Contains(res.Changed, "backends") || len(res.Kept) != 0 {
 		t.Fatalf("reload: %+v", res)
 	}
-	waitFor(t, "the new credentials in use", 5*time.Second, func() bool {
+	ssetest.Eventually(t, "the new credentials in use", 5*time.Second, func() bool {
 		creds.mu.Lock()
 		defer creds.mu.Unlock()
 		return len(creds.auth) == 2
@@ -124,7 +125,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 	// The removed back end's client is told when to come back, and its
 	// path is gone.
 	retry := false
-	for _, ev := range goner.expectEnd(t, 5*time.Second) {
+	for _, ev := range goner.ExpectEnd(t, 5*time.Second) {
 		if ev.Retry >= 0 {
 			retry = true
 		}
@@ -135,9 +136,9 @@ func TestReloadUnderTraffic(t *testing.T) {
 	if st, code, _ := status(t, base+"/gone", nil); st != http.StatusNotFound || code != codeNotFound {
 		t.Fatalf("the removed mount answers %d %s", st, code)
 	}
-	c := dial(t, base+"/added", nil)
+	c := ssetest.Dial(t, base+"/added", nil)
 	added.be.Publish(streamPath, 1)
-	c.ids(t, 1, 5*time.Second)
+	c.IDs(t, 1, 5*time.Second)
 }
 
 func TestBadReloadChangesNothing(t *testing.T) {
@@ -146,7 +147,7 @@ func TestBadReloadChangesNothing(t *testing.T) {
 	cfg.Limits.MaxClients = 50
 	n, src := reloadableNode(t, cfg)
 	url := "http://" + n.Addr() + streamPath
-	c := dial(t, url, nil)
+	c := ssetest.Dial(t, url, nil)
 
 	tests := []struct {
 		name   string
@@ -180,8 +181,8 @@ func TestBadReloadChangesNothing(t *testing.T) {
 	}
 	src.setErr(nil)
 	be.Publish(streamPath, 1)
-	c.ids(t, 1, 5*time.Second)
-	dial(t, url, nil)
+	c.IDs(t, 1, 5*time.Second)
+	ssetest.Dial(t, url, nil)
 }
 
 func TestReloadKeepsWhatNeedsARestart(t *testing.T) {
@@ -199,7 +200,7 @@ func TestReloadKeepsWhatNeedsARestart(t *testing.T) {
 	if res.Result != "ok" || !slices.Equal(res.Kept, []string{"listen", "relay"}) || !slices.Contains(res.Changed, "limits") || !slices.Contains(res.Changed, "admin.token") {
 		t.Fatalf("reload: %+v", res)
 	}
-	dial(t, url, nil)
+	ssetest.Dial(t, url, nil)
 	if st, code, _ := status(t, url, nil); st != http.StatusServiceUnavailable || code != codeMaxClients {
 		t.Fatalf("second client under the reloaded limit of 1: %d %s", st, code)
 	}

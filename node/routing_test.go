@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
 )
@@ -142,7 +143,7 @@ func routingNode(t *testing.T, self string) (*Node, *fakeRelay, *fakeView) {
 	cfg := testConfig(BackendSpec{Name: "feed", URI: "http://127.0.0.1:1/feed/", Prefix: true})
 	cfg.NodeID = self
 	cfg.Mesh.AvoidFor = Duration(30 * time.Second)
-	n, err := New(cfg, testLogger(t))
+	n, err := New(cfg, ssetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

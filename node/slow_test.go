@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -45,12 +46,12 @@ func TestStalledClientIsCutOthersKeepUp(t *testing.T) {
 		c.Relay.ClientLagBytes = 256 << 10
 		c.Relay.MaxEventBytes = 64 << 10
 	})
-	cs := make([]*sseClient, clients)
+	cs := make([]*ssetest.Client, clients)
 	for i := range cs {
-		cs[i] = dial(t, url, nil)
+		cs[i] = ssetest.Dial(t, url, nil)
 	}
 	stalledClient(t, n.Addr(), streamPath)
-	waitFor(t, "all clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients+1 })
+	ssetest.Eventually(t, "all clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients+1 })
 
 	// Lockstep: each event must reach all 100 readers before the next is
 	// published, so a fan-out blocked by the stalled client would stop here.
@@ -63,16 +64,16 @@ func TestStalledClientIsCutOthersKeepUp(t *testing.T) {
 		be.Publish(streamPath, 1)
 		id++
 		for i, c := range cs {
-			if ev := c.next(t, 5*time.Second); ev.ID != itoa(id) {
+			if ev := c.Next(t, 5*time.Second); ev.ID != itoa(id) {
 				t.Fatalf("client %d got id %s, want %d", i, ev.ID, id)
 			}
 		}
 	}
-	waitFor(t, "stalled client released", 5*time.Second, func() bool { return n.Relay().Clients() == clients })
+	ssetest.Eventually(t, "stalled client released", 5*time.Second, func() bool { return n.Relay().Clients() == clients })
 	// Everyone else is still served.
 	be.Publish(streamPath, 1)
 	for i, c := range cs {
-		if ev := c.next(t, 5*time.Second); ev.ID != itoa(id+1) {
+		if ev := c.Next(t, 5*time.Second); ev.ID != itoa(id+1) {
 			t.Fatalf("client %d got id %s after the cut, want %d", i, ev.ID, id+1)
 		}
 	}
@@ -86,17 +87,17 @@ func TestSlowClientCatchesUpWithoutGap(t *testing.T) {
 		c.Relay.ClientLagBytes = 64 << 20
 	})
 	gate := make(chan struct{})
-	reader, _, err := dialGated(url, nil, gate)
+	reader, _, err := ssetest.DialWith(ssetest.HTTPClient, url, nil, gate)
 	if err != nil || reader == nil {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(reader.Close)
-	fast := dial(t, url, nil)
-	waitFor(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == 2 })
+	fast := ssetest.Dial(t, url, nil)
+	ssetest.Eventually(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == 2 })
 	const events = 300 // ~10 MB: more than socket buffers hold
 	for i := 1; i <= events; i++ {
 		be.Publish(streamPath, 1)
-		if ev := fast.next(t, 5*time.Second); ev.ID != itoa(i) {
+		if ev := fast.Next(t, 5*time.Second); ev.ID != itoa(i) {
 			t.Fatalf("fast client got %s, want %d", ev.ID, i)
 		}
 	}
@@ -104,14 +105,14 @@ func TestSlowClientCatchesUpWithoutGap(t *testing.T) {
 		t.Fatal("the paused reader never left the fast path: the test did not exercise catch-up")
 	}
 	close(gate)
-	got := reader.ids(t, events, 10*time.Second)
+	got := reader.IDs(t, events, 10*time.Second)
 	for i, id := range got {
 		if id != itoa(i+1) {
 			t.Fatalf("slow client event %d has id %s", i+1, id)
 		}
 	}
 	be.Publish(streamPath, 1)
-	if ev := reader.next(t, 5*time.Second); ev.ID != itoa(events+1) {
+	if ev := reader.Next(t, 5*time.Second); ev.ID != itoa(events+1) {
 		t.Fatalf("after catching up got %s, want %d", ev.ID, events+1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -29,9 +30,9 @@ func TestFanOutOneUpstreamConnection(t *testing.T) {
 	const clients, events = 500, 20
 	be, n, url := oneBackend(t, backend.Config{}, nil)
 
-	cs := make([]*sseClient, clients)
+	cs := make([]*ssetest.Client, clients)
 	parallel(clients, func(i int) {
-		c, resp, err := dialStatus(url, nil)
+		c, resp, err := ssetest.DialStatus(url, nil)
 		if err != nil || c == nil {
 			t.Errorf("client %d: %v %v", i, err, resp)
 			return
@@ -46,12 +47,12 @@ func TestFanOutOneUpstreamConnection(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	waitFor(t, "all clients attached", 10*time.Second, func() bool { return n.Relay().Clients() == clients })
+	ssetest.Eventually(t, "all clients attached", 10*time.Second, func() bool { return n.Relay().Clients() == clients })
 	be.Publish(streamPath, events)
 
 	want := seq(1, events)
 	parallel(clients, func(i int) {
-		got, err := cs[i].tryIDs(events, 10*time.Second)
+		got, err := cs[i].TryIDs(events, 10*time.Second)
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("client %d: got %v (%v), want %v", i, got, err, want)
 		}
@@ -64,19 +65,19 @@ func TestFanOutOneUpstreamConnection(t *testing.T) {
 func TestUpstreamCutsResumeWithLastEventID(t *testing.T) {
 	const clients, rounds, per = 50, 5, 10
 	be, n, url := oneBackend(t, backend.Config{CutPartial: true}, nil)
-	cs := make([]*sseClient, clients)
+	cs := make([]*ssetest.Client, clients)
 	for i := range cs {
-		cs[i] = dial(t, url, nil)
+		cs[i] = ssetest.Dial(t, url, nil)
 	}
 
 	// A watcher sees what the node has relayed, so each cut lands after the
 	// node holds a known last event.
-	watch := dial(t, url, nil)
-	waitFor(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients+1 })
+	watch := ssetest.Dial(t, url, nil)
+	ssetest.Eventually(t, "clients attached", 5*time.Second, func() bool { return n.Relay().Clients() == clients+1 })
 	seen := 0
 	for r := 0; r < rounds; r++ {
 		be.Publish(streamPath, per)
-		watch.ids(t, per, 5*time.Second)
+		watch.IDs(t, per, 5*time.Second)
 		seen += per
 		// Cut with a partial event on the wire, then publish while the
 		// node is disconnected: those must come back through the resume.
@@ -84,8 +85,8 @@ func TestUpstreamCutsResumeWithLastEventID(t *testing.T) {
 			t.Fatalf("round %d: cut %d connections, want 1", r, cut)
 		}
 		be.Publish(streamPath, per)
-		waitFor(t, "upstream reconnect", 5*time.Second, func() bool { return be.Stats(streamPath).Total == r+2 })
-		watch.ids(t, per, 5*time.Second)
+		ssetest.Eventually(t, "upstream reconnect", 5*time.Second, func() bool { return be.Stats(streamPath).Total == r+2 })
+		watch.IDs(t, per, 5*time.Second)
 		seen += per
 	}
 	be.Publish(streamPath, per)
@@ -93,7 +94,7 @@ func TestUpstreamCutsResumeWithLastEventID(t *testing.T) {
 
 	want := seq(1, total)
 	parallel(clients, func(i int) {
-		got, err := cs[i].tryIDs(total, 10*time.Second)
+		got, err := cs[i].TryIDs(total, 10*time.Second)
 		if err != nil || !slices.Equal(got, want) {
 			t.Errorf("client %d: got %v (%v), want 1..%d exactly once", i, got, err, total)
 		}
@@ -114,15 +115,15 @@ func TestUpstreamCutsResumeWithLastEventID(t *testing.T) {
 func TestClientResumesWithLastEventID(t *testing.T) {
 	// A long linger keeps the stream (and its ring) while nobody listens.
 	be, _, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Relay.Linger = time.Duration(time.Minute) })
-	first := dial(t, url, nil)
-	watch := dial(t, url, nil)
+	first := ssetest.Dial(t, url, nil)
+	watch := ssetest.Dial(t, url, nil)
 	be.Publish(streamPath, 10)
-	if got := first.ids(t, 10, 5*time.Second); !slices.Equal(got, seq(1, 10)) {
+	if got := first.IDs(t, 10, 5*time.Second); !slices.Equal(got, seq(1, 10)) {
 		t.Fatalf("first client got %v", got)
 	}
 	first.Close()
 	be.Publish(streamPath, 10)      // 11..20 while the first client is away
-	watch.ids(t, 20, 5*time.Second) // the node holds them all now
+	watch.IDs(t, 20, 5*time.Second) // the node holds them all now
 
 	tests := []struct {
 		name   string
@@ -135,15 +136,15 @@ func TestClientResumesWithLastEventID(t *testing.T) {
 		{"header wins over query", url + "?lastEventId=3", http.Header{"Last-Event-Id": {"18"}}, 19},
 		{"at head", url, http.Header{"Last-Event-Id": {"20"}}, 21},
 	}
-	var cs []*sseClient
+	var cs []*ssetest.Client
 	for _, tc := range tests {
-		cs = append(cs, dial(t, tc.url, tc.header))
+		cs = append(cs, ssetest.Dial(t, tc.url, tc.header))
 	}
 	be.Publish(streamPath, 2) // 21, 22: the live seam
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := 22 - tc.from + 1
-			if got := cs[i].ids(t, n, 5*time.Second); !slices.Equal(got, seq(tc.from, 22)) {
+			if got := cs[i].IDs(t, n, 5*time.Second); !slices.Equal(got, seq(tc.from, 22)) {
 				t.Fatalf("got %v, want %d..22", got, tc.from)
 			}
 		})
@@ -155,19 +156,19 @@ func TestClientResumesWithLastEventID(t *testing.T) {
 
 func TestResumeOlderThanRingAsksUpstream(t *testing.T) {
 	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Relay.RingEvents = 5 })
-	live := dial(t, url, nil)
+	live := ssetest.Dial(t, url, nil)
 	publishStepwise(t, be, live, 30)
 
 	// The ring holds 26..30; events 4..25 must come from the back end.
 	// The live event is published only once the client has joined the
 	// ring: a five-event ring would drop the seam (26) under a catch-up
 	// still in flight, and the client would be cut as behind the buffer.
-	c := dial(t, url, http.Header{"Last-Event-Id": {"3"}})
-	if got := c.ids(t, 27, 5*time.Second); !slices.Equal(got, seq(4, 30)) {
+	c := ssetest.Dial(t, url, http.Header{"Last-Event-Id": {"3"}})
+	if got := c.IDs(t, 27, 5*time.Second); !slices.Equal(got, seq(4, 30)) {
 		t.Fatalf("got %v, want 4..30", got)
 	}
 	be.Publish(streamPath, 1)
-	if got := c.ids(t, 1, 5*time.Second); !slices.Equal(got, seq(31, 31)) {
+	if got := c.IDs(t, 1, 5*time.Second); !slices.Equal(got, seq(31, 31)) {
 		t.Fatalf("got %v after the catch-up, want 31", got)
 	}
 	if got := n.Relay().Metrics().Snapshot().CatchUps; got != 1 {
@@ -179,15 +180,15 @@ func TestResumeGapIsAnnounced(t *testing.T) {
 	// A back end whose history is shorter than what the client asks for:
 	// neither the ring nor upstream can fill the gap, and the client is told.
 	be, n, url := oneBackend(t, backend.Config{History: 5}, func(c *Config) { c.Relay.RingEvents = 5 })
-	live := dial(t, url, nil)
+	live := ssetest.Dial(t, url, nil)
 	publishStepwise(t, be, live, 30)
 
-	c := dial(t, url, http.Header{"Last-Event-Id": {"3"}})
-	ev := c.next(t, 5*time.Second)
+	c := ssetest.Dial(t, url, http.Header{"Last-Event-Id": {"3"}})
+	ev := c.Next(t, 5*time.Second)
 	if ev.Type != "ssemesh-gap" {
 		t.Fatalf("first event %+v, want an ssemesh-gap event", ev)
 	}
-	if got := c.ids(t, 5, 5*time.Second); !slices.Equal(got, seq(26, 30)) {
+	if got := c.IDs(t, 5, 5*time.Second); !slices.Equal(got, seq(26, 30)) {
 		t.Fatalf("after the gap got %v, want the buffered 26..30", got)
 	}
 	if g := n.Relay().Metrics().Gaps.Load(); g != 1 {
@@ -216,7 +217,7 @@ func TestUpstreamRefusalsReachClients(t *testing.T) {
 		t.Run(fmt.Sprintf("%d %s", tc.status, tc.contentType), func(t *testing.T) {
 			path := fmt.Sprintf("%s?case=%d", streamPath, i)
 			be.SetStatus(path, tc.status, tc.contentType)
-			c, resp, err := dialStatus(url+fmt.Sprintf("?case=%d", i), nil)
+			c, resp, err := ssetest.DialStatus(url+fmt.Sprintf("?case=%d", i), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -239,19 +240,19 @@ func TestUpstreamRefusalsReachClients(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "failed streams released", 5*time.Second, func() bool { return n.Relay().Streams() == 0 })
+	ssetest.Eventually(t, "failed streams released", 5*time.Second, func() bool { return n.Relay().Streams() == 0 })
 }
 
 func TestEndOfStreamOnReconnectClosesClients(t *testing.T) {
 	be, _, url := oneBackend(t, backend.Config{}, nil)
-	c := dial(t, url, nil)
+	c := ssetest.Dial(t, url, nil)
 	be.Publish(streamPath, 3)
-	c.ids(t, 3, 5*time.Second)
+	c.IDs(t, 3, 5*time.Second)
 	be.SetStatus(streamPath, http.StatusNoContent, "")
 	be.Cut(streamPath)
-	c.expectEnd(t, 5*time.Second)
+	c.ExpectEnd(t, 5*time.Second)
 
-	_, resp, err := dialStatus(url, nil)
+	_, resp, err := ssetest.DialStatus(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,9 +264,9 @@ func TestEndOfStreamOnReconnectClosesClients(t *testing.T) {
 
 func TestClientLimit(t *testing.T) {
 	be, _, url := oneBackend(t, backend.Config{}, func(c *Config) { c.Limits.MaxClients = 2 })
-	dial(t, url, nil)
-	dial(t, url, nil)
-	_, resp, err := dialStatus(url, nil)
+	ssetest.Dial(t, url, nil)
+	ssetest.Dial(t, url, nil)
+	_, resp, err := ssetest.DialStatus(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,11 +282,11 @@ func TestClientLimit(t *testing.T) {
 // publishStepwise publishes n events one at a time, each after the watcher
 // received the previous one, so a tiny ring never overflows before the
 // dispatcher ran (a burst larger than the ring would rightly cut a client).
-func publishStepwise(t *testing.T, be *backend.Backend, watch *sseClient, n int) {
+func publishStepwise(t *testing.T, be *backend.Backend, watch *ssetest.Client, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		be.Publish(streamPath, 1)
-		watch.next(t, 5*time.Second)
+		watch.Next(t, 5*time.Second)
 	}
 }
 
@@ -298,10 +299,10 @@ func TestRetryIsNotMultipliedAlongAChain(t *testing.T) {
 	bcfg.NodeID = a.ID() + "-child"
 	b := startNode(t, bcfg)
 	url := "http://" + b.Addr() + streamPath
-	retries := func(c *sseClient, until string) int {
+	retries := func(c *ssetest.Client, until string) int {
 		n := 0
 		for {
-			ev := c.nextBlock(t, 5*time.Second)
+			ev := c.NextBlock(t, 5*time.Second)
 			if ev.Retry >= 0 {
 				if ev.Retry != 3000 {
 					t.Fatalf("retry %d, want 3000", ev.Retry)
@@ -314,18 +315,18 @@ func TestRetryIsNotMultipliedAlongAChain(t *testing.T) {
 		}
 	}
 	// The stream is live on a (and has its retry) before b asks for it.
-	direct := dial(t, "http://"+a.Addr()+streamPath, nil)
+	direct := ssetest.Dial(t, "http://"+a.Addr()+streamPath, nil)
 	if n := retries(direct, ""); n != 1 {
 		t.Fatalf("direct client got retry %d times, want once", n)
 	}
-	first := dial(t, url, nil)
-	waitFor(t, "chain open", 5*time.Second, func() bool { return a.Relay().Clients() == 2 })
+	first := ssetest.Dial(t, url, nil)
+	ssetest.Eventually(t, "chain open", 5*time.Second, func() bool { return a.Relay().Clients() == 2 })
 	be.Publish(streamPath, 1)
 	if n := retries(first, "1"); n != 1 {
 		t.Fatalf("first client got retry %d times before event 1, want once", n)
 	}
-	late := dial(t, url, nil)
-	waitFor(t, "late client attached", 5*time.Second, func() bool { return b.Relay().Clients() == 2 })
+	late := ssetest.Dial(t, url, nil)
+	ssetest.Eventually(t, "late client attached", 5*time.Second, func() bool { return b.Relay().Clients() == 2 })
 	be.Publish(streamPath, 1)
 	if n := retries(late, "2"); n != 1 {
 		t.Fatalf("late client got retry %d times before event 2, want once", n)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/relay"
 )
 
@@ -28,7 +29,7 @@ func startSwitchingRelay(t *testing.T, name string, linger time.Duration, urls .
 	cfg.Relay.Linger = linger
 	sr := &switchingRelay{urls: urls}
 	var err error
-	sr.r, err = relay.New(cfg.Relay, testLogger(t).WithField("relay", name))
+	sr.r, err = relay.New(cfg.Relay, ssetest.Logger(t).WithField("relay", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func startParents(t *testing.T, addr string, n int, linger time.Duration) []stri
 // switchUnderTraffic publishes events one every 2 ms while calling flip
 // every 10 ms, then checks the client got every event exactly once. It
 // returns the number of flips.
-func switchUnderTraffic(t *testing.T, be *backend.Backend, c *sseClient, events int, flip func(round int)) int {
+func switchUnderTraffic(t *testing.T, be *backend.Backend, c *ssetest.Client, events int, flip func(round int)) int {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -89,7 +90,7 @@ func switchUnderTraffic(t *testing.T, be *backend.Backend, c *sseClient, events 
 			flip(round)
 		}
 	}
-	got, err := c.tryIDs(events, 20*time.Second)
+	got, err := c.TryIDs(events, 20*time.Second)
 	if want := seq(1, events); err != nil || !slices.Equal(got, want) {
 		t.Fatalf("after %d flips: got %d ids (%v): %s", round, len(got), err, firstDiff(got, want))
 	}
@@ -103,8 +104,8 @@ func TestSwitchBetweenParentsUnderTraffic(t *testing.T) {
 	// parent. The subscriber must see every event exactly once.
 	be, addr := startBackend(t, backend.Config{})
 	sr := startSwitchingRelay(t, "child", 30*time.Second, startParents(t, addr, 2, time.Millisecond)...)
-	c := dial(t, sr.url, nil)
-	waitFor(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	c := ssetest.Dial(t, sr.url, nil)
+	ssetest.Eventually(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
 	flips := switchUnderTraffic(t, be, c, 400, func(round int) {
 		if round%2 == 0 { // every 20 ms
 			sr.flip()
@@ -125,8 +126,8 @@ func TestSwitchingAtEveryLevel(t *testing.T) {
 		startSwitchingRelay(t, "mid-1", time.Millisecond, parents[1], parents[0]),
 	}
 	leaf := startSwitchingRelay(t, "leaf", 30*time.Second, mids[0].url, mids[1].url)
-	c := dial(t, leaf.url, nil)
-	waitFor(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
+	c := ssetest.Dial(t, leaf.url, nil)
+	ssetest.Eventually(t, "stream open", 5*time.Second, func() bool { return be.Stats(streamPath).Open == 1 })
 	flips := switchUnderTraffic(t, be, c, 400, func(round int) {
 		[]*switchingRelay{leaf, mids[0], mids[1]}[round%3].flip()
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ssemesh/ssemesh/internal/backend"
 	"github.com/ssemesh/ssemesh/internal/certs/certstest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 var loopbackIP = []net.IP{net.ParseIP("127.0.0.1")}
@@ -49,9 +50,9 @@ func TestHTTPSAndHTTP2DeliverTheSameEvents(t *testing.T) {
 	be, n, _, _ := httpsNode(t, ca, nil)
 	url := "https://" + n.Addr() + streamPath
 
-	var clients []*sseClient
+	var clients []*ssetest.Client
 	for _, h2 := range []bool{false, true} {
-		c, resp, err := dialWith(tlsClient(ca, h2), url, nil, nil)
+		c, resp, err := ssetest.DialWith(tlsClient(ca, h2), url, nil, nil)
 		if err != nil || c == nil {
 			t.Fatalf("h2=%v: %v %v", h2, err, resp)
 		}
@@ -60,14 +61,14 @@ func TestHTTPSAndHTTP2DeliverTheSameEvents(t *testing.T) {
 		if h2 {
 			want = 2
 		}
-		if c.resp.ProtoMajor != want || c.resp.TLS == nil {
-			t.Fatalf("h2=%v: answered over %s", h2, c.resp.Proto)
+		if c.Resp.ProtoMajor != want || c.Resp.TLS == nil {
+			t.Fatalf("h2=%v: answered over %s", h2, c.Resp.Proto)
 		}
 		clients = append(clients, c)
 	}
 	be.Publish(streamPath, 20)
 	for i, c := range clients {
-		if got := c.ids(t, 20, 5*time.Second); !slices.Equal(got, seq(1, 20)) {
+		if got := c.IDs(t, 20, 5*time.Second); !slices.Equal(got, seq(1, 20)) {
 			t.Fatalf("client %d got %v", i, got)
 		}
 	}
@@ -81,9 +82,9 @@ func TestCertificateRotationKeepsClients(t *testing.T) {
 	hc := tlsClient(ca, false)
 	old := certstest.ReadCert(t, certFile).SerialNumber
 
-	cs := make([]*sseClient, clients)
+	cs := make([]*ssetest.Client, clients)
 	parallel(clients, func(i int) {
-		c, resp, err := dialWith(hc, url, nil, nil)
+		c, resp, err := ssetest.DialWith(hc, url, nil, nil)
 		if err != nil || c == nil {
 			t.Errorf("client %d: %v %v", i, err, resp)
 			return
@@ -96,7 +97,7 @@ func TestCertificateRotationKeepsClients(t *testing.T) {
 	for _, c := range cs {
 		t.Cleanup(c.Close)
 	}
-	waitFor(t, "clients attached", 10*time.Second, func() bool { return n.Relay().Clients() == clients })
+	ssetest.Eventually(t, "clients attached", 10*time.Second, func() bool { return n.Relay().Clients() == clients })
 	be.Publish(streamPath, 1)
 	expectAll(t, cs, 1, 1)
 
@@ -129,7 +130,7 @@ func TestCertificateRotationKeepsClients(t *testing.T) {
 	if err := n.ReloadTLS(); err == nil {
 		t.Fatal("a broken certificate file was accepted")
 	}
-	c, resp, err := dialWith(hc, url, nil, nil)
+	c, resp, err := ssetest.DialWith(hc, url, nil, nil)
 	if err != nil || c == nil {
 		t.Fatalf("new client after a refused reload: %v %v", err, resp)
 	}
@@ -144,7 +145,7 @@ func TestUpstreamHTTPSWithItsOwnCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	clientCA := certstest.NewCA(t, "client CA")
-	be := backend.New(backend.Config{}, testLogger(t))
+	be := backend.New(backend.Config{}, ssetest.Logger(t))
 	t.Cleanup(be.Close)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{pair},
@@ -207,13 +208,13 @@ func TestMutualTLSBetweenNodes(t *testing.T) {
 	waitMembers(t, 2, root, leaf)
 	hc := tlsClient(meshCA, true)
 
-	c, resp, err := dialWith(hc, "https://"+leaf.Addr()+streamPath, nil, nil)
+	c, resp, err := ssetest.DialWith(hc, "https://"+leaf.Addr()+streamPath, nil, nil)
 	if err != nil || c == nil {
 		t.Fatalf("client of the leaf: %v %v", err, resp)
 	}
 	t.Cleanup(c.Close)
 	be.Publish(streamPath, 3)
-	if got := c.ids(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
+	if got := c.IDs(t, 3, 5*time.Second); !slices.Equal(got, seq(1, 3)) {
 		t.Fatalf("client of the leaf got %v", got)
 	}
 	if upstreamOf(leaf, streamPath) != "root" || root.Relay().ChildClients() != 1 {
@@ -248,7 +249,7 @@ func TestMutualTLSBetweenNodes(t *testing.T) {
 		c.Relay.ReadyTimeout = time.Duration(2 * time.Second)
 	})
 	waitMembers(t, 3, root, leaf, rogue)
-	rc, rresp, err := dialWith(tlsClient(otherCA, true), "https://"+rogue.Addr()+streamPath, nil, nil)
+	rc, rresp, err := ssetest.DialWith(tlsClient(otherCA, true), "https://"+rogue.Addr()+streamPath, nil, nil)
 	if err == nil && rc != nil {
 		rc.Close()
 		t.Fatal("the rogue node got the stream from the root")

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/internal/sse"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // scriptEnd is the event appended to every script: both readers stop when it
@@ -267,92 +268,40 @@ func transparencyCases() []transparencyCase {
 // scriptUpstream plays each case's chunks at /d/<i> (read directly) and
 // /n/<i> (read through the node). The first connection of each path waits
 // for its reader to be attached before it writes, because a subscriber
-// joins a live stream at its head; later connections need no gate.
+// joins a live stream at its head; later connections need no gate. The
+// stream is held open after the script: an upstream EOF would make the
+// node reconnect.
 type scriptUpstream struct {
-	cases []transparencyCase
-
-	mu      sync.Mutex
-	conns   map[string]int
-	lastIDs map[string][]string // Last-Event-ID header per connection, "<none>" when absent
-	gates   gates
+	*ssetest.Upstream
+	gates ssetest.Gates
 }
 
-func newScriptUpstream(cases []transparencyCase) *scriptUpstream {
-	return &scriptUpstream{cases: cases, conns: map[string]int{}, lastIDs: map[string][]string{}}
+func newScriptUpstream(t *testing.T, cases []transparencyCase) *scriptUpstream {
+	u := &scriptUpstream{}
+	end := "data: " + scriptEnd + "\n\n"
+	u.Upstream = ssetest.Serve(t, func(r ssetest.Request) ssetest.Response {
+		// Paths are /d/<case> and /n/<case>.
+		_, num, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		idx, err := strconv.Atoi(num)
+		if err != nil || idx < 0 || idx >= len(cases) {
+			return ssetest.Response{Handler: http.NotFound}
+		}
+		tc := cases[idx]
+		switch {
+		case r.PathN == 0 && tc.closeAfter:
+			return ssetest.Response{Gate: u.gates.Get(r.URL.Path), Body: tc.chunks}
+		case r.PathN == 0:
+			return ssetest.Response{Gate: u.gates.Get(r.URL.Path), Body: append(slices.Clone(tc.chunks), end), Hold: true}
+		case r.PathN == 1 && tc.closeAfter:
+			return ssetest.Response{Body: []string{end}, Hold: true}
+		}
+		return ssetest.Response{Hold: true}
+	})
+	return u
 }
 
 // open lets the first connection of path write its script.
-func (u *scriptUpstream) open(path string) { u.gates.open(path) }
-
-func (u *scriptUpstream) connections(path string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.conns[path]
-}
-
-func (u *scriptUpstream) resumeIDs(path string) []string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return slices.Clone(u.lastIDs[path])
-}
-
-func (u *scriptUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Paths are /d/<case> and /n/<case>.
-	_, num, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	idx, err := strconv.Atoi(num)
-	if err != nil || idx < 0 || idx >= len(u.cases) {
-		http.NotFound(w, r)
-		return
-	}
-	tc := u.cases[idx]
-	u.mu.Lock()
-	conn := u.conns[r.URL.Path]
-	u.conns[r.URL.Path]++
-	id := "<none>"
-	if vs, ok := r.Header["Last-Event-Id"]; ok {
-		id = vs[0]
-	}
-	u.lastIDs[r.URL.Path] = append(u.lastIDs[r.URL.Path], id)
-	u.mu.Unlock()
-
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if rc.Flush() != nil {
-		return
-	}
-	write := func(s string) bool {
-		if _, err := w.Write([]byte(s)); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	if conn == 0 {
-		select {
-		case <-u.gates.get(r.URL.Path):
-		case <-r.Context().Done():
-			return
-		}
-		for _, c := range tc.chunks {
-			if !write(c) {
-				return
-			}
-		}
-		if tc.closeAfter {
-			return
-		}
-		if !write("data: " + scriptEnd + "\n\n") {
-			return
-		}
-	} else if conn == 1 && tc.closeAfter {
-		if !write("data: " + scriptEnd + "\n\n") {
-			return
-		}
-	}
-	// Hold the stream open: an upstream EOF would make the node reconnect.
-	<-r.Context().Done()
-}
+func (u *scriptUpstream) open(path string) { u.gates.Open(path) }
 
 // clientView is what an EventSource observes on a stream.
 type clientView struct {
@@ -376,14 +325,14 @@ func observe(t *testing.T, url string, maxConns int, openGate func()) clientView
 		if obs.LastEventID != "" {
 			h.Set("Last-Event-ID", obs.LastEventID)
 		}
-		c := dial(t, url, h)
+		c := ssetest.Dial(t, url, h)
 		if conn == 0 {
 			openGate()
 		}
 	read:
 		for {
 			select {
-			case ev, ok := <-c.events:
+			case ev, ok := <-c.Events():
 				if !ok {
 					break read
 				}
@@ -402,8 +351,8 @@ func observe(t *testing.T, url string, maxConns int, openGate func()) clientView
 			}
 		}
 		c.Close()
-		if c.err != nil {
-			t.Fatalf("%s: connection %d failed: %v", url, conn+1, c.err)
+		if c.Err() != nil {
+			t.Fatalf("%s: connection %d failed: %v", url, conn+1, c.Err())
 		}
 	}
 	t.Fatalf("%s: stream ended %d times without the end event (%d messages)", url, maxConns, len(v.msgs))
@@ -437,8 +386,8 @@ func diffMessages(got, want []sse.Message) string {
 
 func TestTransparency(t *testing.T) {
 	cases := transparencyCases()
-	up := newScriptUpstream(cases)
-	upAddr := serve(t, up)
+	up := newScriptUpstream(t, cases)
+	upAddr := up.Addr()
 	cfg := testConfig(BackendSpec{Name: "script", URI: "http://" + upAddr + "/n/", Mount: "/n", Prefix: true})
 	n := startNode(t, cfg)
 	playTransparency(t, cases, up, upAddr, n.Addr())
@@ -485,14 +434,14 @@ func playTransparency(t *testing.T, cases []transparencyCase, up *scriptUpstream
 			}
 			// One upstream connection per script, two when it ends in EOF:
 			// anything more is a reconnect the stream did not ask for.
-			if got := up.connections(nodePath); got != maxConns {
+			if got := up.PathHits(nodePath); got != maxConns {
 				t.Errorf("node opened %d upstream connections, want %d", got, maxConns)
 			}
 			if tc.closeAfter {
 				// The node resumes like a browser: from the last id it
 				// passed on, not from the discarded partial block.
 				want := []string{"<none>", tc.wantLast}
-				if got := up.resumeIDs(nodePath); !slices.Equal(got, want) {
+				if got := up.LastEventIDs(nodePath); !slices.Equal(got, want) {
 					t.Errorf("node sent Last-Event-ID %q upstream, want %q", got, want)
 				}
 			}
@@ -573,9 +522,7 @@ func TestOversizeUpstreamEventIsDroppedWhole(t *testing.T) {
 	upAddr := serve(t, up)
 
 	rec := &logRecorder{}
-	l := logrus.New()
-	l.SetLevel(logrus.WarnLevel)
-	l.SetOutput(testWriter{t})
+	l := ssetest.Logger(t)
 	l.AddHook(rec)
 	cfg := testConfig(BackendSpec{Name: "big", URI: "http://" + upAddr + path})
 	cfg.Relay.MaxEventBytes = 4096
@@ -594,7 +541,7 @@ func TestOversizeUpstreamEventIsDroppedWhole(t *testing.T) {
 		}
 	})
 
-	c := dial(t, "http://"+n.Addr()+path, nil)
+	c := ssetest.Dial(t, "http://"+n.Addr()+path, nil)
 	close(attached)
 
 	obs := sse.Observer{Retry: -1}
@@ -603,9 +550,9 @@ func TestOversizeUpstreamEventIsDroppedWhole(t *testing.T) {
 	defer timer.Stop()
 	for len(got) == 0 || got[len(got)-1].Data != "five" {
 		select {
-		case ev, ok := <-c.events:
+		case ev, ok := <-c.Events():
 			if !ok {
-				t.Fatalf("client stream ended (err %v) after %v: the upstream reconnect must be invisible", c.err, got)
+				t.Fatalf("client stream ended (err %v) after %v: the upstream reconnect must be invisible", c.Err(), got)
 			}
 			if m, ok := obs.Apply(ev); ok {
 				got = append(got, m)
@@ -650,8 +597,8 @@ func TestFirstSubscriberSeesEventsSentAtConnect(t *testing.T) {
 	})
 	upAddr := serve(t, up)
 	n := startNode(t, testConfig(BackendSpec{Name: "hello", URI: "http://" + upAddr + path}))
-	c := dial(t, "http://"+n.Addr()+path, nil)
-	if ev := c.next(t, 5*time.Second); ev.Data != "snapshot" || ev.ID != "1" {
+	c := ssetest.Dial(t, "http://"+n.Addr()+path, nil)
+	if ev := c.Next(t, 5*time.Second); ev.Data != "snapshot" || ev.ID != "1" {
 		t.Fatalf("first event %+v, want the snapshot with id 1", ev)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"net/http"
@@ -13,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/ssemesh/ssemesh/cmd/ssemesh/cueimport"
 	"github.com/ssemesh/ssemesh/internal/backend"
-	"github.com/ssemesh/ssemesh/internal/sse"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/node"
 )
 
@@ -143,9 +140,7 @@ func TestImportCueOutputPassesRunCheck(t *testing.T) {
 // and the Host header of the CUE configuration.
 func TestImportCueEndToEnd(t *testing.T) {
 	const path = "/webservice/escenic/changelog/sse"
-	log := logrus.New()
-	log.SetOutput(testLogWriter{t})
-	log.SetLevel(logrus.WarnLevel)
+	log := ssetest.Logger(t)
 	be := backend.New(backend.Config{}, log)
 	t.Cleanup(be.Close)
 	var refused atomic.Int32
@@ -210,54 +205,26 @@ backends:
 		}
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Addr()+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
+	c, resp, err := ssetest.DialStatus("http://"+n.Addr()+path, http.Header{"Accept": {"text/event-stream"}})
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	if c == nil {
+		resp.Body.Close()
 		t.Fatalf("GET %s: status %d (back end refused %d requests)", path, resp.StatusCode, refused.Load())
 	}
+	defer c.Close()
 	// The node has its upstream once the client is admitted; wait until the
 	// back end counts it, then publish.
-	deadline := time.Now().Add(5 * time.Second)
-	for be.Stats(path).Open == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the node never connected to the back end (refused %d)", refused.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
+	if _, ok := ssetest.Poll(5*time.Second, ssetest.PollEvery, func() bool { return be.Stats(path).Open > 0 }); !ok {
+		t.Fatalf("the node never connected to the back end (refused %d)", refused.Load())
 	}
 	id := be.Publish(path, 1)
-	r := sse.NewReader(bufio.NewReader(resp.Body), sse.DefaultMaxEventBytes)
-	for {
-		ev, err := r.Next()
-		if err != nil {
-			t.Fatalf("reading the stream: %v", err)
-		}
-		if !ev.HasData {
-			continue // a retry or heartbeat block
-		}
-		if ev.ID != "1" || id != 1 || !strings.HasSuffix(ev.Data, "/1") {
-			t.Fatalf("got event id %q data %q, want the back end's event 1", ev.ID, ev.Data)
-		}
-		break
+	// Next skips retry and heartbeat blocks.
+	if ev := c.Next(t, 10*time.Second); ev.ID != "1" || id != 1 || !strings.HasSuffix(ev.Data, "/1") {
+		t.Fatalf("got event id %q data %q, want the back end's event 1", ev.ID, ev.Data)
 	}
 	if refused.Load() != 0 {
 		t.Errorf("the back end refused %d requests: the login or the Host header did not carry over", refused.Load())
 	}
-}
-
-// testLogWriter sends the node's and the back end's logs to the test's.
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

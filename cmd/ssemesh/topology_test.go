@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/internal/backend"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/node"
 	"github.com/ssemesh/ssemesh/topology"
 )
@@ -68,44 +68,9 @@ func testNode(t *testing.T, paths ...string) *node.Node {
 // the first event arrived; the connection stays open until the test ends.
 func subscribe(t *testing.T, url string, publish func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		resp.Body.Close()
-	})
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
+	c := ssetest.Dial(t, url, nil)
 	publish()
-	got := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "data:") {
-				got <- nil
-				return
-			}
-		}
-		got <- io.ErrUnexpectedEOF
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("GET %s: stream ended before its first event", url)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("GET %s: no event within 5s", url)
-	}
+	c.Next(t, 5*time.Second)
 }
 
 // runCLI runs the command line as main does and returns its exit code and

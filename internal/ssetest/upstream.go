@@ -118,6 +118,15 @@ func NewUpstream(script Script) *Upstream {
 	return u
 }
 
+// Close stops the upstream and ends its responses, held ones included
+// (httptest.Server.Close alone would wait for them), and waits for its
+// handlers.
+func (u *Upstream) Close() {
+	_ = u.Listener.Close()
+	u.CloseClientConnections()
+	u.Server.Close()
+}
+
 // Addr is the upstream's host:port.
 func (u *Upstream) Addr() string { return u.Listener.Addr().String() }
 

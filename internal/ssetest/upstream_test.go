@@ -262,3 +262,20 @@ func TestEvents(t *testing.T) {
 		t.Fatalf("Data without id = %q", d)
 	}
 }
+
+// TestUpstreamCloseEndsHeldStreams: closing the upstream ends a response
+// it holds open, as a back end going away does.
+func TestUpstreamCloseEndsHeldStreams(t *testing.T) {
+	u := NewUpstream(Always(Response{Body: []string{Data("1", "a")}, Hold: true}))
+	u.Start()
+	c := Dial(t, u.URL+"/", nil)
+	c.Next(t, ioWait)
+	closed := make(chan struct{})
+	go func() { defer close(closed); u.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(ioWait):
+		t.Fatal("Close waited for a held response")
+	}
+	c.ExpectEnd(t, ioWait)
+}
