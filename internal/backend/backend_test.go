@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // event is one parsed SSE event or comment as seen by the test client.
@@ -125,19 +127,6 @@ func (c *client) expectIDs(t *testing.T, ids ...int64) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes: it waits for
-// state changed by other goroutines that announce nothing.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestStreamsAreIndependentAndStartAtOne(t *testing.T) {
 	b, srv := newTestBackend(t, Config{})
 	a := connect(t, srv.URL+"/feed/a", "")
@@ -145,7 +134,7 @@ func TestStreamsAreIndependentAndStartAtOne(t *testing.T) {
 	if ct := a.resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type = %q", ct)
 	}
-	waitFor(t, "both connections open", func() bool {
+	ssetest.Eventually(t, "both connections open", 5*time.Second, func() bool {
 		return b.Stats("/feed/a").Open == 1 && b.Stats("/feed/a?x=1").Open == 1
 	})
 	b.Publish("/feed/a", 3)
@@ -180,7 +169,7 @@ func TestLastEventIDResume(t *testing.T) {
 			b, srv := newTestBackend(t, Config{History: tc.history})
 			b.Publish("/s", tc.publish)
 			c := connect(t, srv.URL+"/s", tc.lastID)
-			waitFor(t, "connection open", func() bool { return b.Stats("/s").Open == 1 })
+			ssetest.Eventually(t, "connection open", 5*time.Second, func() bool { return b.Stats("/s").Open == 1 })
 			b.Publish("/s", 1)
 			c.expectIDs(t, tc.want...)
 			if got := b.Stats("/s").LastEventIDs; len(got) != 1 || got[0] != tc.lastID {
@@ -196,7 +185,7 @@ func TestCutAndResume(t *testing.T) {
 			b, srv := newTestBackend(t, Config{CutPartial: partial})
 			c1 := connect(t, srv.URL+"/s", "")
 			c2 := connect(t, srv.URL+"/s", "")
-			waitFor(t, "two connections", func() bool { return b.Stats("/s").Open == 2 })
+			ssetest.Eventually(t, "two connections", 5*time.Second, func() bool { return b.Stats("/s").Open == 2 })
 			b.Publish("/s", 4)
 			c1.expectIDs(t, 1, 2, 3, 4)
 			c2.expectIDs(t, 1, 2, 3, 4)
@@ -214,7 +203,7 @@ func TestCutAndResume(t *testing.T) {
 					t.Fatalf("read error = %v, want unexpected EOF", c.err)
 				}
 			}
-			waitFor(t, "handlers finished", func() bool { return b.Stats("/s").Open == 0 })
+			ssetest.Eventually(t, "handlers finished", 5*time.Second, func() bool { return b.Stats("/s").Open == 0 })
 			b.Publish("/s", 2)
 			c3 := connect(t, srv.URL+"/s", "4")
 			c3.expectIDs(t, 5, 6)
@@ -275,7 +264,7 @@ func TestBenchFormatPayloadAndRate(t *testing.T) {
 	const size = 200
 	b, srv := newTestBackend(t, Config{Rate: 200, PayloadSize: size, Format: FormatBench})
 	c := connect(t, srv.URL+"/bench", "")
-	waitFor(t, "connection open", func() bool { return b.Stats("/bench").Open == 1 })
+	ssetest.Eventually(t, "connection open", 5*time.Second, func() bool { return b.Stats("/bench").Open == 1 })
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { b.Run(ctx) })
@@ -318,7 +307,7 @@ func TestBenchFormatPayloadAndRate(t *testing.T) {
 func TestChangelogPadding(t *testing.T) {
 	b, srv := newTestBackend(t, Config{PayloadSize: 120})
 	c := connect(t, srv.URL+"/c", "")
-	waitFor(t, "connection open", func() bool { return b.Stats("/c").Open == 1 })
+	ssetest.Eventually(t, "connection open", 5*time.Second, func() bool { return b.Stats("/c").Open == 1 })
 	b.Publish("/c", 1)
 	ev := c.next(t)
 	if len(ev.data) != 120 || !strings.HasPrefix(ev.data, changelogBase+"1?pad=") {
@@ -352,7 +341,7 @@ func TestRetryAndHeartbeat(t *testing.T) {
 func TestStatsEndpointAndClose(t *testing.T) {
 	b, srv := newTestBackend(t, Config{})
 	c := connect(t, srv.URL+"/s?a=b", "7")
-	waitFor(t, "connection open", func() bool { return b.Stats("/s?a=b").Open == 1 })
+	ssetest.Eventually(t, "connection open", 5*time.Second, func() bool { return b.Stats("/s?a=b").Open == 1 })
 	b.Publish("/s?a=b", 2)
 
 	var all map[string]StreamStats
@@ -424,7 +413,7 @@ func TestHighRateFanOut(t *testing.T) {
 	for i := range clients {
 		clients[i] = connect(t, srv.URL+"/hot", "")
 	}
-	waitFor(t, "connections open", func() bool { return b.Stats("/hot").Open == len(clients) })
+	ssetest.Eventually(t, "connections open", 5*time.Second, func() bool { return b.Stats("/hot").Open == len(clients) })
 	start := time.Now()
 	for range n / 100 {
 		b.Publish("/hot", 100)

@@ -28,21 +28,6 @@ func newLog() (logrus.FieldLogger, *logtest.Hook) {
 	return l, hook
 }
 
-// eventually waits for cond, checking it every few milliseconds, and fails
-// the test after a deadline. It waits on a condition, not for a time.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(ioTimeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // startServer serves TLS on a loopback port: each connection, once its
 // handshake succeeds, is greeted with "peer=<PeerName>\n" and then echoed.
 // The server and its connections end with the test.

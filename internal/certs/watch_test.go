@@ -14,6 +14,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/ssemesh/ssemesh/internal/certs/certstest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // pollEvery is the Watcher interval in tests: short, so a change is seen
@@ -60,18 +61,18 @@ func TestWatcherRunPicksUpChanges(t *testing.T) {
 	newCert, newKey := serverPair(t, caA)
 	want := certstest.ReadCert(t, newCert).SerialNumber
 	certstest.CopyPair(t, newCert, newKey, certFile, keyFile)
-	eventually(t, "the watcher to load the rotated pair", func() bool {
+	ssetest.EventuallyEvery(t, "the watcher to load the rotated pair", ioTimeout, 2*time.Millisecond, func() bool {
 		return pair.Certificate().Leaf.SerialNumber.Cmp(want) == 0
 	})
 	certstest.WriteFileAtomic(t, caFile, caB.CertPEM())
-	eventually(t, "the watcher to load the rotated CA file", func() bool {
+	ssetest.EventuallyEvery(t, "the watcher to load the rotated CA file", ioTimeout, 2*time.Millisecond, func() bool {
 		return cas.Pool().Equal(caB.Pool())
 	})
 
 	// Each reload was logged at Info with the file it was about; a
 	// watcher that happened to look between the certificate and the key
 	// being replaced may also have warned about the mismatch.
-	eventually(t, "both reloads to be logged", func() bool {
+	ssetest.EventuallyEvery(t, "both reloads to be logged", ioTimeout, 2*time.Millisecond, func() bool {
 		var sawPair, sawCA bool
 		for _, e := range hook.AllEntries() {
 			if e.Level == logrus.InfoLevel && e.Message == "certs: reloaded a changed TLS file" {
@@ -124,9 +125,9 @@ func TestWatcherRunWarnsOncePerBadFile(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, "a warning about the bad key", func() bool { return warns() > 0 })
+	ssetest.EventuallyEvery(t, "a warning about the bad key", ioTimeout, 2*time.Millisecond, func() bool { return warns() > 0 })
 	seen := counted.calls.Load()
-	eventually(t, "ten more polls", func() bool { return counted.calls.Load() >= seen+10 })
+	ssetest.EventuallyEvery(t, "ten more polls", ioTimeout, 2*time.Millisecond, func() bool { return counted.calls.Load() >= seen+10 })
 	if n := warns(); n != 1 {
 		t.Fatalf("%d warnings over ten polls of one bad file, want 1", n)
 	}
@@ -140,7 +141,7 @@ func TestWatcherRunWarnsOncePerBadFile(t *testing.T) {
 	newCert, newKey := serverPair(t, ca)
 	want := certstest.ReadCert(t, newCert).SerialNumber
 	certstest.CopyPair(t, newCert, newKey, certFile, keyFile)
-	eventually(t, "the fixed pair to be loaded", func() bool {
+	ssetest.EventuallyEvery(t, "the fixed pair to be loaded", ioTimeout, 2*time.Millisecond, func() bool {
 		return pair.Certificate().Leaf.SerialNumber.Cmp(want) == 0
 	})
 }
@@ -276,7 +277,7 @@ func TestWatcherRunReturnsWhenContextEnds(t *testing.T) {
 		defer close(done)
 		w.Run(ctx)
 	}()
-	eventually(t, "Run to poll", func() bool { return counted.calls.Load() > 0 })
+	ssetest.EventuallyEvery(t, "Run to poll", ioTimeout, 2*time.Millisecond, func() bool { return counted.calls.Load() > 0 })
 	cancel()
 	select {
 	case <-done:

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 	"github.com/ssemesh/ssemesh/topology"
 )
 
@@ -52,7 +53,7 @@ func TestFaultsAcrossDataCentres(t *testing.T) {
 	d.writeBackendService()
 	d.startConsul("dc1")
 	d.startConsul("dc2")
-	waitUntil(t, "WAN join of dc1 and dc2", 60*time.Second, func() bool {
+	ssetest.EventuallyEvery(t, "WAN join of dc1 and dc2", 60*time.Second, 100*time.Millisecond, func() bool {
 		return len(d.consulDatacenters("dc1")) == 2 && len(d.consulDatacenters("dc2")) == 2
 	})
 	consulUp := time.Since(setupStart)
@@ -106,7 +107,7 @@ func TestFaultsAcrossDataCentres(t *testing.T) {
 func (d *drill) waitSteady() {
 	d.t.Helper()
 	var last string
-	_, ok := poll(steadyTimeout, 250*time.Millisecond, func() bool {
+	_, ok := ssetest.Poll(steadyTimeout, 250*time.Millisecond, func() bool {
 		t1, t2 := d.tally("dc1"), d.tally("dc2")
 		be := d.backendStats()
 		c := d.crossDC()
@@ -169,7 +170,7 @@ func (d *drill) account(r *result, before1, before2 tally) {
 // settleCatchUp waits until every client has every event published so far.
 func (d *drill) settleCatchUp(phase string) time.Duration {
 	want := d.lastIDs()
-	took, ok := poll(recoverTimeout, 100*time.Millisecond, func() bool { return d.caughtUp(want, "dc1", "dc2") })
+	took, ok := ssetest.Poll(recoverTimeout, 100*time.Millisecond, func() bool { return d.caughtUp(want, "dc1", "dc2") })
 	if !ok {
 		d.t.Errorf("%s: clients did not catch up with ids %v within %v (dc1 %+v, dc2 %+v)", phase, want, recoverTimeout, d.tally("dc1"), d.tally("dc2"))
 	}
@@ -285,14 +286,14 @@ func (d *drill) partitionPhase() result {
 	want := d.lastIDs()
 	d.sh("partition", "off")
 	healed := time.Now()
-	rec, ok := poll(recoverTimeout, 100*time.Millisecond, func() bool { return d.caughtUp(want, "dc2") })
+	rec, ok := ssetest.Poll(recoverTimeout, 100*time.Millisecond, func() bool { return d.caughtUp(want, "dc2") })
 	r.recovery = fmt.Sprintf("%.1f s after the heal", rec.Seconds())
 	if !ok {
 		r.recovery = fmt.Sprintf("not within %v", recoverTimeout)
 		t.Errorf("partition: dc2 clients did not get the events published during the partition within %v of the heal", recoverTimeout)
 	}
 	atRecovery := d.crossDC()
-	settle, ok := poll(linkSettle, 500*time.Millisecond, func() bool { return d.crossDC().oneEach() })
+	settle, ok := ssetest.Poll(linkSettle, 500*time.Millisecond, func() bool { return d.crossDC().oneEach() })
 	after := d.crossDC()
 	r.after = after.String()
 	if !ok {
@@ -525,7 +526,7 @@ func (d *drill) killGatewayPhase() result {
 	// was live again on a new upstream.
 	seen := map[string]time.Duration{}
 	moved := map[string]string{}
-	_, ok := poll(60*time.Second, 100*time.Millisecond, func() bool {
+	_, ok := ssetest.Poll(60*time.Second, 100*time.Millisecond, func() bool {
 		now := time.Since(killed)
 		for _, s := range survivors {
 			if _, ok := seen[s]; !ok {

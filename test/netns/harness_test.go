@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/consultest"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // Ports every host uses; each host has an address of its own.
@@ -341,7 +342,7 @@ func (d *drill) startObserver() {
 	d.t.Helper()
 	sock := filepath.Join(d.state, "obs.sock")
 	p := d.start("observer", nsPrefix+"obs", d.faultkit, childEnv(), "proxy", "--unix", sock)
-	waitUntil(d.t, "observer proxy socket", 10*time.Second, func() bool {
+	ssetest.EventuallyEvery(d.t, "observer proxy socket", 10*time.Second, 100*time.Millisecond, func() bool {
 		_, err := os.Stat(sock)
 		return err == nil && p.alive()
 	})
@@ -423,34 +424,6 @@ func unixClient(sock string) *http.Client {
 		}},
 		Timeout: 5 * time.Second,
 	}
-}
-
-// waitUntil polls cond every 100 ms until it holds or d passes.
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-// poll is waitUntil for conditions whose failure is a finding, not the
-// end of the test: it reports how long cond took and whether it held.
-func poll(d, every time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	deadline := start.Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return time.Since(start), false
-		}
-		time.Sleep(every)
-	}
-	return time.Since(start), true
 }
 
 // metrics parses a Prometheus text exposition into name{labels} -> value.

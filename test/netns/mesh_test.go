@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // The mesh: a root and two leaves in dc1 next to the back end; a relay
@@ -72,7 +74,7 @@ func (d *drill) startConsul(dc string) *proc {
 		"-retry-interval-wan", "1s",
 	}
 	p := d.start("consul-"+dc, h.ns(), d.consul, childEnv("CHECKPOINT_DISABLE=1"), args...)
-	waitUntil(d.t, "Consul "+dc+" leader", 60*time.Second, func() bool {
+	ssetest.EventuallyEvery(d.t, "Consul "+dc+" leader", 60*time.Second, 100*time.Millisecond, func() bool {
 		b, err := d.get("http://" + d.addr(h.name, consulPort) + "/v1/status/leader")
 		return err == nil && strings.Contains(string(b), ":")
 	})
@@ -126,7 +128,7 @@ func (d *drill) startBackend() {
 	d.t.Helper()
 	d.start("backend", d.host("backend").ns(), d.faultkit, childEnv(),
 		"backend", "--listen", d.addr("backend", clientPort), "--rate", strconv.Itoa(eventRate))
-	waitUntil(d.t, "back end", 20*time.Second, func() bool {
+	ssetest.EventuallyEvery(d.t, "back end", 20*time.Second, 100*time.Millisecond, func() bool {
 		_, err := d.get("http://" + d.addr("backend", clientPort) + "/_backend/stats")
 		return err == nil
 	})
@@ -198,7 +200,7 @@ func (d *drill) startClients(dc string) {
 		args = append(args, "--url", u)
 	}
 	p := d.start(name, d.host(name).ns(), d.faultkit, childEnv(), args...)
-	waitUntil(d.t, "clients of "+dc, 10*time.Second, func() bool {
+	ssetest.EventuallyEvery(d.t, "clients of "+dc, 10*time.Second, 100*time.Millisecond, func() bool {
 		_, err := d.clientStats(dc, false)
 		return err == nil && p.alive()
 	})
