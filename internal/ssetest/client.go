@@ -86,6 +86,14 @@ func DialWith(hc *http.Client, url string, header http.Header, gate <-chan struc
 	return c, resp, nil
 }
 
+// Read reads resp, an event stream opened some other way (over TLS, or by
+// a client a test configured itself), as a Client; Close closes its body.
+func Read(resp *http.Response) *Client {
+	c := &Client{Resp: resp, events: make(chan sse.Event, ClientBuffer), done: make(chan struct{}), cancel: func() {}}
+	go c.read()
+	return c
+}
+
 // cancelOnClose is a body whose Close also ends its request.
 type cancelOnClose struct {
 	io.ReadCloser

@@ -279,3 +279,16 @@ func TestUpstreamCloseEndsHeldStreams(t *testing.T) {
 	}
 	c.ExpectEnd(t, ioWait)
 }
+
+func TestReadAnOpenResponse(t *testing.T) {
+	u := Serve(t, Always(Response{Body: []string{Data("1", "a"), Data("2", "b")}, Hold: true}))
+	resp, err := http.Get(u.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Read(resp)
+	defer c.Close()
+	if got := c.IDs(t, 2, ioWait); !slices.Equal(got, []string{"1", "2"}) {
+		t.Fatalf("ids %q", got)
+	}
+}
