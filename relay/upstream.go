@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"mime"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/retry"
 	"github.com/ssemesh/ssemesh/internal/sse"
 )
 
@@ -157,20 +157,14 @@ func jitterBackoff(min, max time.Duration, attempt int, resp *http.Response) tim
 			return max
 		}
 	}
-	return backoff(min, max, attempt)
+	return backoffFor(min, max).Delay(attempt)
 }
 
-// backoff returns a delay in [d/2, d] where d = min*2^attempt capped at max.
-func backoff(min, max time.Duration, attempt int) time.Duration {
-	d := min
-	for i := 0; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)+1))
+// backoffFor is the relay's backoff between min and max: waits in [d/2, d]
+// where d = min·2^attempt capped at max. A min above max counts as max
+// (Config.Validate refuses it; go-retryablehttp passes its own bounds).
+func backoffFor(lo, hi time.Duration) retry.Backoff {
+	return retry.Backoff{Min: min(lo, hi), Max: hi, Jitter: retry.HalfJitter}
 }
 
 // leveledLogger routes go-retryablehttp's per-request chatter to debug.
@@ -349,8 +343,8 @@ func drainClose(resp *http.Response) { _ = resp.Body.Close() }
 // targets make-before-break when asked to.
 func (s *stream) runUpstream() {
 	cfg := &s.r.cfg
-	attempt := 0
-	failures := 0
+	bo := backoffFor(cfg.BackoffMin, cfg.BackoffMax)
+	var failures retry.Failures
 	var prev *Attempt
 	for s.ctx.Err() == nil {
 		t, err := s.target(prev)
@@ -360,8 +354,7 @@ func (s *stream) runUpstream() {
 				return
 			}
 			s.noteFailure(&failures, err.Error())
-			s.sleep(backoff(cfg.BackoffMin, cfg.BackoffMax, attempt))
-			attempt++
+			s.sleep(bo.Next())
 			continue
 		}
 		lastID, hasLastID := s.resumeID()
@@ -390,23 +383,21 @@ func (s *stream) runUpstream() {
 				return
 			}
 			s.noteFailure(&failures, refusal.Reason)
-			s.sleep(s.retryFloor(t, backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
-			attempt++
+			s.sleep(s.retryFloor(t, bo.Next()))
 			continue
 		}
 		skip := 0
 		for resp != nil {
 			s.r.metrics.UpstreamConnects.Add(1)
 			s.setLive(t)
-			if failures > 0 {
-				s.log.WithField("upstream", t.Label).WithField("failures", failures).Info("upstream reconnected")
-				failures = 0
+			if n := failures.Reset(); n > 0 {
+				s.log.WithField("upstream", t.Label).WithField("failures", n).Info("upstream reconnected")
 			}
 			var sw *switchover
 			var got int
 			got, err, sw = s.readSwitchable(resp, t, skip)
 			if got > 0 {
-				attempt = 0 // a stream that delivered is healthy again
+				bo.Reset() // a stream that delivered is healthy again
 			}
 			resp = nil
 			if sw != nil {
@@ -432,8 +423,7 @@ func (s *stream) runUpstream() {
 		}
 		prev = &Attempt{Target: t, Code: code, Reason: reason}
 		s.noteFailure(&failures, reason)
-		s.sleep(s.retryFloor(t, backoff(cfg.BackoffMin, cfg.BackoffMax, attempt)))
-		attempt++
+		s.sleep(s.retryFloor(t, bo.Next()))
 	}
 }
 
@@ -529,13 +519,13 @@ func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int,
 }
 
 // noteFailure logs the first failure of a run and every tenth after it.
-func (s *stream) noteFailure(failures *int, reason string) {
-	*failures++
+func (s *stream) noteFailure(failures *retry.Failures, reason string) {
+	n, log := failures.Add()
 	s.mu.Lock()
 	s.lastErr = reason
 	s.mu.Unlock()
-	if *failures == 1 || *failures%10 == 0 {
-		s.log.WithField("failures", *failures).WithField("reason", reason).Warn("upstream lost: reconnecting with backoff")
+	if log {
+		s.log.WithField("failures", n).WithField("reason", reason).Warn("upstream lost: reconnecting with backoff")
 	}
 }
 
@@ -566,13 +556,7 @@ func (s *stream) sleep(d time.Duration) {
 	if s.r.onBackoff != nil {
 		s.r.onBackoff(s.key)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.retarget:
-	case <-s.ctx.Done():
-	}
+	retry.SleepWake(s.ctx, d, s.retarget)
 }
 
 var (

@@ -97,7 +97,7 @@ func TestBackoffRange(t *testing.T) {
 			lo, hi := tc.ceiling/2, tc.ceiling
 			seenMin, seenMax := time.Duration(1<<62), time.Duration(-1)
 			for i := 0; i < 500; i++ {
-				d := backoff(tc.min, tc.max, tc.attempt)
+				d := backoffFor(tc.min, tc.max).Delay(tc.attempt)
 				if d < lo || d > hi {
 					t.Fatalf("backoff = %s, want within [%s, %s]", d, lo, hi)
 				}
