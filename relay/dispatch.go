@@ -108,10 +108,10 @@ func (s *stream) runDispatcher() {
 			}
 		}
 		if b != nil {
-			s.fanout(clients, func(c *client) int { return c.offer(b) }, b.at)
+			s.writeAll(clients, func(c *client) int { return c.offer(b) }, b.at)
 		}
 		if beat {
-			s.fanout(clients, func(c *client) int { c.offerBytes(heartbeat); return 0 }, time.Time{})
+			s.writeAll(clients, func(c *client) int { c.offerBytes(heartbeat); return 0 }, time.Time{})
 		}
 		clients = compact(clients)
 		if more {
@@ -158,7 +158,7 @@ func (s *stream) runDispatcher() {
 
 // nextBatchLocked collects the entries not yet dispatched, up to
 // maxBatchBytes. s.mu is held.
-func (s *stream) nextBatchLocked() *batch {
+func (s *fanout) nextBatchLocked() *batch {
 	head := s.ring.head()
 	from := s.dispatched + 1
 	if from < s.ring.first {
@@ -186,10 +186,10 @@ func (s *stream) nextBatchLocked() *batch {
 	return b
 }
 
-// fanout applies write to every client, spreading large sets over the relay's
-// writer pool; the dispatcher takes the last shard itself. write returns the
-// events delivered to that client, for the counters.
-func (s *stream) fanout(clients []*client, write func(*client) int, at time.Time) {
+// writeAll applies write to every client, spreading large sets over the
+// relay's writer pool; the dispatcher takes the last shard itself. write
+// returns the events delivered to that client, for the counters.
+func (s *fanout) writeAll(clients []*client, write func(*client) int, at time.Time) {
 	r := s.r
 	shards := r.shards(len(clients))
 	per := (len(clients) + shards - 1) / shards
@@ -287,7 +287,7 @@ func (c *client) offerBytes(p []byte) {
 // than ClientLagBytes behind the head. A stalled subscriber is usually parked
 // in a blocking write, so the check must come from here, not from its own
 // goroutine. s.mu is held.
-func (s *stream) checkSlowLocked() {
+func (s *fanout) checkSlowLocked() {
 	for c := range s.slow {
 		if s.ring.bytesFrom(c.pos.Load()) > s.r.cfg.ClientLagBytes {
 			delete(s.slow, c)

@@ -338,6 +338,37 @@ func unwrapURL(err error) error {
 // the connection's body already; reading it could block for good.
 func drainClose(resp *http.Response) { _ = resp.Body.Close() }
 
+// upstream is the upstream half of a stream: where it connects, the
+// connection delivering now and the history fetches running. The fields
+// below the channels are guarded by the fan-out half's mu.
+type upstream struct {
+	target   TargetFunc
+	ctx      context.Context // the stream's lifetime; fanout.stop ends it
+	retarget chan struct{}   // 1-buffered: the target changed, reconnect make-before-break
+
+	origin     string // Last-Event-ID the stream was first opened upstream with
+	originSet  bool
+	label      string // upstream label, for reports
+	parent     string // Target.Parent of the connection delivering now
+	lastErr    string
+	reconnects uint64
+	fetches    map[string]*fetchCall // history fetches running, by resume id
+}
+
+// resumeID is the Last-Event-ID for the next upstream connection.
+func (s *stream) resumeID() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastID, s.hasLastID
+}
+
+func (s *stream) retargetSignal() {
+	select {
+	case s.retarget <- struct{}{}:
+	default:
+	}
+}
+
 // runUpstream keeps the stream's upstream subscription alive until the stream
 // closes: connect, read, reconnect with backoff and Last-Event-ID, and switch
 // targets make-before-break when asked to.
@@ -587,7 +618,7 @@ func (s *stream) read(resp *http.Response, skip int) (int, error) {
 			skip--
 			return
 		}
-		s.publish(ev, time.Now())
+		s.fanout.publish(ev, time.Now()) // the seam: one call per block
 	}
 	for {
 		n, err := resp.Body.Read(buf)

@@ -637,7 +637,7 @@ func TestRetryFloorAppliesToBackEndsOnly(t *testing.T) {
 	cfg := testConfig()
 	cfg.BackoffMax = 30 * time.Second
 	r := newTestRelay(t, cfg)
-	s := &stream{r: r, retry: 5000}
+	s := &stream{fanout: fanout{r: r, retry: 5000}}
 	backoffMax := r.cfg.BackoffMax
 	tests := []struct {
 		name   string
