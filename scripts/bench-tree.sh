@@ -384,6 +384,10 @@ bench_tree_main() {
 	[[ -n ${RAMP:-} ]] && ramp=$(tree_seconds "$RAMP")s
 	[[ -n ${SETTLE:-} ]] && settle=$(tree_seconds "$SETTLE")
 	[[ $storm == restart ]] && drain=$(($(tree_seconds "${DRAIN:-10s}") + 8))
+	# A client refused near the window's end waits Retry-After (up to 1.5
+	# times it, jittered) before it resumes: the drain outlasts that, or
+	# its events would count as lost.
+	if [[ -n $storm ]] && ((drain < ${RETRY_AFTER:-5} * 3 / 2 + 3)); then drain=$((${RETRY_AFTER:-5} * 3 / 2 + 3)); fi
 	tree_load_shape "$clients"
 	if [[ $storm == kill || $storm == restart ]]; then
 		cat >"$LOGDIR/storm.sh" <<-SH
