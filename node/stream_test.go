@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -330,5 +331,77 @@ func TestRetryIsNotMultipliedAlongAChain(t *testing.T) {
 	be.Publish(streamPath, 1)
 	if n := retries(late, "2"); n != 1 {
 		t.Fatalf("late client got retry %d times before event 2, want once", n)
+	}
+}
+
+// TestClientLimitHoldsInABurst: many requests arriving together never take
+// the node past limits.max_clients, however their checks interleave.
+func TestClientLimitHoldsInABurst(t *testing.T) {
+	const limit, burst = 20, 200
+	be, n, url := oneBackend(t, backend.Config{}, func(c *Config) {
+		c.Limits.MaxClients = limit
+		c.Limits.Admit = AdmitLimits{}
+	})
+	var mu sync.Mutex
+	var admitted []*ssetest.Client
+	refused := 0
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < burst; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			c, resp, err := ssetest.DialStatus(url, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				t.Errorf("dial: %v", err)
+			case c == nil:
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					refused++
+				} else {
+					t.Errorf("refusal %d, want 503", resp.StatusCode)
+				}
+			default:
+				admitted = append(admitted, c)
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	defer func() {
+		for _, c := range admitted {
+			c.Close()
+		}
+	}()
+	if len(admitted) > limit || len(admitted)+refused != burst {
+		t.Fatalf("admitted %d and refused %d of %d at once; want at most %d admitted", len(admitted), refused, burst, limit)
+	}
+	// No place was lost in the burst either: one at a time, the node fills
+	// up to exactly the limit.
+	for len(admitted) < limit {
+		c, resp, err := ssetest.DialStatus(url, nil)
+		if err != nil || c == nil {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			t.Fatalf("client %d of %d refused after the burst (%v)", len(admitted)+1, limit, err)
+		}
+		admitted = append(admitted, c)
+	}
+	if c, resp, _ := ssetest.DialStatus(url, nil); c != nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("client over the limit admitted after the burst")
+	} else {
+		resp.Body.Close()
+	}
+	if got := n.Relay().Clients(); got != limit {
+		t.Fatalf("relay holds %d clients, want %d", got, limit)
+	}
+	be.Publish(streamPath, 1)
+	for _, c := range admitted {
+		c.Next(t, 5*time.Second)
 	}
 }

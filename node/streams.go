@@ -214,12 +214,21 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request, start time.Ti
 	}
 
 	// Admission: waiting subscribers count too, so a flood cannot overshoot
-	// the limit while its streams connect.
-	if n.relay.Clients()+int(n.waiting.Load()) >= n.live().cfg.Limits.MaxClients {
-		he := refuse(http.StatusServiceUnavailable, codeMaxClients, fmt.Sprintf("limits.max_clients is %d", n.live().cfg.Limits.MaxClients))
-		he.RetryAfter = n.live().cfg.Limits.RetryAfter
-		return he
+	// the limit while its streams connect. The place is taken before the
+	// check: a burst of requests checking at once would otherwise all see
+	// the same free places and pass together.
+	for {
+		w := n.waiting.Load()
+		if n.relay.Clients()+int(w) >= n.live().cfg.Limits.MaxClients {
+			he := refuse(http.StatusServiceUnavailable, codeMaxClients, fmt.Sprintf("limits.max_clients is %d", n.live().cfg.Limits.MaxClients))
+			he.RetryAfter = n.live().cfg.Limits.RetryAfter
+			return he
+		}
+		if n.waiting.CompareAndSwap(w, w+1) {
+			break
+		}
 	}
+	defer n.waiting.Add(-1)
 	if !n.relay.Has(key) {
 		if n.relay.Streams() >= n.live().cfg.Limits.MaxStreams {
 			he := refuse(http.StatusServiceUnavailable, codeMaxStreams, fmt.Sprintf("limits.max_streams is %d", n.live().cfg.Limits.MaxStreams))
@@ -232,8 +241,6 @@ func (n *Node) serveStream(w http.ResponseWriter, r *http.Request, start time.Ti
 			}
 		}
 	}
-	n.waiting.Add(1)
-	defer n.waiting.Add(-1)
 	if peer == nil {
 		// Paced after the limits, so that the ones waiting count against
 		// max_clients; child nodes are structural and never wait.
