@@ -254,7 +254,7 @@ func DefaultConfig() Config {
 		Log:    LogConfig{Level: "info", Format: "text"},
 		Limits: LimitsConfig{MaxClients: 19000, MaxStreams: 10000, RetryAfter: 5,
 			PerIP: PerIPLimits{Connections: 1000, NewStreams: 10, Burst: 50},
-			Admit: AdmitLimits{Rate: 2000, Burst: 500, MaxWait: Duration(30 * time.Second)}},
+			Admit: AdmitLimits{Rate: 0, Burst: 500, MaxWait: Duration(30 * time.Second)}},
 		Drain: Duration(10 * time.Second),
 		Relay: relay.DefaultConfig(),
 		Mesh: MeshConfig{

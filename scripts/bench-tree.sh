@@ -27,9 +27,9 @@
 #                      cap of a process, 20,000 here)
 #   DRAIN=10s          drain of every node (graceful stop)
 #   RETRY_AFTER=5      limits.retry_after: Retry-After of a 503 max_clients
-#   ADMIT_RATE=2000, ADMIT_BURST=500
+#   ADMIT_RATE=0, ADMIT_BURST=500
 #                      limits.admit of every node: new subscribers a second
-#                      once the burst is spent (0: admission not paced)
+#                      once the burst is spent (0, the default: not paced)
 #   STORM=kill|restart|full, STORM_AT=10 (seconds into the window),
 #   STORM_LEAF=0 (the leaf it hits):
 #     kill     kill -9 the leaf; its clients fail over to the others. The
@@ -100,7 +100,7 @@ tree_config() {
 		limits:
 		  per_ip: {connections: 0, new_streams: 0}
 		  retry_after: ${RETRY_AFTER:-5}
-		  admit: {rate: ${ADMIT_RATE:-2000}, burst: ${ADMIT_BURST:-500}}
+		  admit: {rate: ${ADMIT_RATE:-0}, burst: ${ADMIT_BURST:-500}}
 		drain: ${DRAIN:-10s}
 		mesh:
 		  secret: $(head -c 32 /dev/urandom | base64)
