@@ -159,7 +159,7 @@ func TestRefusalLogBounded(t *testing.T) {
 }
 
 func TestNotifyAliveLogsRefusalsRateLimited(t *testing.T) {
-	buf := &lockedBuffer{}
+	buf := &ssetest.LockedBuffer{}
 	l := logrus.New()
 	l.SetOutput(buf)
 	cfg := testConfig(t, "a")

@@ -1,14 +1,12 @@
 package mesh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,25 +30,6 @@ func fieldError(err error) string {
 	var p *cfgerr.Error
 	errors.As(cfgerr.Prefix("mesh", e), &p)
 	return p.Key + ": " + p.Reason
-}
-
-// lockedBuffer collects log output; goroutines of memberlist may still log
-// after a test ends, which t.Log would not allow.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // readyzServer answers /readyz with 200 on a loopback port, standing in for

@@ -40,7 +40,7 @@ const BufferedLogMax = 64 << 10
 // safe to use after the test has ended, which t.Log is not.
 func BufferedLogger(t testing.TB, level logrus.Level) *logrus.Logger {
 	t.Helper()
-	buf := &lockedBuffer{}
+	buf := &LockedBuffer{}
 	l := logrus.New()
 	l.SetOutput(buf)
 	l.SetLevel(level)
@@ -56,18 +56,21 @@ func BufferedLogger(t testing.TB, level logrus.Level) *logrus.Logger {
 	return l
 }
 
-type lockedBuffer struct {
+// LockedBuffer collects log output from several goroutines; memberlist
+// and other libraries may still log after a test ended, which t.Log would
+// not allow.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
