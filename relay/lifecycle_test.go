@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // relayGoroutines lists the stacks of running goroutines that execute the
@@ -131,7 +133,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		{"stalled subscriber catching up", func(t *testing.T, r *Relay, b *feedBackend, url string) {
 			c := subscribe(t, url, nil)
 			stalled := subscribeStalled(t, url)
-			waitClients(t, r, 2)
+			ssetest.Eventually(t, "2 subscribers attached", 5*time.Second, func() bool { return r.Clients() == 2 })
 			const events = 400
 			for id := 1; id <= events; id++ {
 				b.publishRaw(fmt.Sprintf("id: %d\ndata: %s\n\n", id, big))
@@ -157,7 +159,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 			cfg.WriteTimeout = 30 * time.Second
 			cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
 			b := newFeedBackend(t, nil)
-			r, err := New(cfg, testLogger(t))
+			r, err := New(cfg, ssetest.Logger(t))
 			if err != nil {
 				t.Fatal(err)
 			}

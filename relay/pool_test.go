@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/sse"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // newTunedRelay is newTestRelay with the relay's internals set.
 func newTunedRelay(t *testing.T, cfg Config, tn tuning) *Relay {
 	t.Helper()
-	r, err := newRelay(cfg, testLogger(t), tn)
+	r, err := newRelay(cfg, ssetest.Logger(t), tn)
 	if err != nil {
 		t.Fatalf("newRelay: %v", err)
 	}
@@ -137,7 +138,7 @@ func TestFanOutBranches(t *testing.T) {
 				if slow.stall {
 					stalled = subscribeStalled(t, url)
 					n++
-					waitClients(t, r, n)
+					ssetest.Eventually(t, fmt.Sprintf("%d subscribers attached", n), 5*time.Second, func() bool { return r.Clients() == n })
 				}
 				tr := &http.Transport{}
 				t.Cleanup(tr.CloseIdleConnections)
@@ -149,7 +150,7 @@ func TestFanOutBranches(t *testing.T) {
 					}
 					readers[i] = readSSE(t, resp)
 					n++
-					waitClients(t, r, n)
+					ssetest.Eventually(t, fmt.Sprintf("%d subscribers attached", n), 5*time.Second, func() bool { return r.Clients() == n })
 				}
 
 				for id := 1; id <= events; id++ {
@@ -198,7 +199,7 @@ func TestFanOutBranches(t *testing.T) {
 				if err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) && !isReset(err) {
 					t.Fatalf("stalled subscriber ended with %v", err)
 				}
-				waitFor(t, "the lag disconnect counted", func() bool {
+				ssetest.Eventually(t, "the lag disconnect counted", 5*time.Second, func() bool {
 					return r.Metrics().Snapshot().Disconnects[ReasonLag] == 1
 				})
 				if d := r.Metrics().Snapshot().Disconnects; len(d) != 1 {
@@ -212,16 +213,4 @@ func TestFanOutBranches(t *testing.T) {
 func isReset(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe)
-}
-
-// waitFor polls cond until it holds, failing the test after 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/sse"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 // startTLSFront is startFront over TLS, with the listener wrapped by
@@ -51,7 +52,7 @@ func TestTLSSubscribersUseTheFastPath(t *testing.T) {
 		}
 		conns[i] = readSSE(t, resp)
 	}
-	waitClients(t, r, subs)
+	ssetest.Eventually(t, fmt.Sprintf("%d subscribers attached", subs), 5*time.Second, func() bool { return r.Clients() == subs })
 	for id := 1; id <= 50; id++ {
 		b.publish(id)
 	}
@@ -107,7 +108,7 @@ func TestTLSSubscriberWithAFullSocketCatchesUp(t *testing.T) {
 	if err != nil || stalled.StatusCode != http.StatusOK {
 		t.Fatalf("stalled subscriber: %v %v", err, stalled)
 	}
-	waitClients(t, r, 2)
+	ssetest.Eventually(t, "2 subscribers attached", 5*time.Second, func() bool { return r.Clients() == 2 })
 	// Enough data to fill the stalled socket many times over.
 	const events = 400
 	big := strings.Repeat("x", 16<<10)
@@ -161,17 +162,6 @@ func readSSE(t *testing.T, resp *http.Response) *sseConn {
 		}
 	})
 	return c
-}
-
-func waitClients(t *testing.T, r *Relay, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for r.Clients() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d subscribers attached, want %d", r.Clients(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // publishRaw sends one raw block to every live connection.

@@ -15,23 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
-
-// testLogger sends the relay's warnings and errors to the test log.
-func testLogger(t testing.TB) logrus.FieldLogger {
-	l := logrus.New()
-	l.SetLevel(logrus.WarnLevel)
-	l.SetOutput(testLogWriter{t})
-	return l
-}
-
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // testConfig is DefaultConfig with timings short enough for tests and no
 // connect retries.
@@ -52,7 +37,7 @@ func testConfig() Config {
 // newTestRelay builds a relay that is closed when the test ends.
 func newTestRelay(t *testing.T, cfg Config) *Relay {
 	t.Helper()
-	r, err := New(cfg, testLogger(t))
+	r, err := New(cfg, ssetest.Logger(t))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -310,30 +295,13 @@ func TestUnwrapURLKeepsTheNetworkError(t *testing.T) {
 	}
 }
 
-// scripted answers the n-th request with statuses[n] (the last one repeats)
-// and counts requests.
-type scripted struct {
-	statuses []int
-	header   http.Header
-	hits     atomic.Int32
-}
-
-func (s *scripted) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	n := int(s.hits.Add(1)) - 1
-	status := s.statuses[min(n, len(s.statuses)-1)]
-	for k, vs := range s.header {
-		w.Header()[k] = vs
-	}
-	w.WriteHeader(status)
-}
-
 func TestUpstreamClientRetries(t *testing.T) {
 	tests := []struct {
 		name     string
 		retries  int
 		statuses []int
 		header   http.Header
-		hits     int32
+		hits     int
 		final    int
 	}{
 		{"ok at once", 2, []int{200}, nil, 1, 200},
@@ -347,20 +315,28 @@ func TestUpstreamClientRetries(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := &scripted{statuses: tc.statuses, header: tc.header}
-			srv := httptest.NewServer(h)
-			defer srv.Close()
+			// Answers without a body and, like a bare WriteHeader, without
+			// a Content-Type.
+			steps := make([]ssetest.Response, len(tc.statuses))
+			for i, status := range tc.statuses {
+				h := http.Header{"Content-Type": nil}
+				for k, vs := range tc.header {
+					h[k] = vs
+				}
+				steps[i] = ssetest.Response{Status: status, Header: h}
+			}
+			srv := ssetest.Serve(t, ssetest.Steps(steps...))
 			cfg := testConfig()
 			cfg.ConnectRetries = tc.retries
-			c := newUpstreamClient(cfg, testLogger(t), nil)
+			c := newUpstreamClient(cfg, ssetest.Logger(t), nil)
 			defer c.HTTPClient.CloseIdleConnections()
 			resp, err := c.Get(srv.URL)
 			if err != nil {
 				t.Fatalf("Get: %v", err)
 			}
 			drainClose(resp)
-			if resp.StatusCode != tc.final || h.hits.Load() != tc.hits {
-				t.Fatalf("final status %d after %d requests, want %d after %d", resp.StatusCode, h.hits.Load(), tc.final, tc.hits)
+			if resp.StatusCode != tc.final || srv.Hits() != tc.hits {
+				t.Fatalf("final status %d after %d requests, want %d after %d", resp.StatusCode, srv.Hits(), tc.final, tc.hits)
 			}
 		})
 	}
@@ -392,7 +368,7 @@ func TestUpstreamClientRetriesTransportErrors(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.ConnectRetries = 2
-	c := newUpstreamClient(cfg, testLogger(t), nil)
+	c := newUpstreamClient(cfg, ssetest.Logger(t), nil)
 	resp, err := c.Get("http://" + ln.Addr().String() + "/")
 	if err == nil {
 		drainClose(resp)
@@ -681,7 +657,7 @@ func TestRetargetEndsBackoff(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.BackoffMin, cfg.BackoffMax = time.Hour, time.Hour
-	r, err := New(cfg, testLogger(t))
+	r, err := New(cfg, ssetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
