@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ssemesh/ssemesh/internal/sse"
+	"github.com/ssemesh/ssemesh/internal/ssetest"
 )
 
 func TestRetryHint(t *testing.T) {
@@ -344,96 +345,35 @@ func startFront(t *testing.T, r *Relay, b *feedBackend) string {
 	return srv.URL
 }
 
-// sseConn is one subscriber reading a stream over its own connection.
-type sseConn struct {
-	resp   *http.Response
-	events chan sse.Event
-	done   chan struct{}
-	err    error // why reading stopped; set before events is closed
-}
-
 const eventWait = 5 * time.Second
 
-// subscribe opens url with an optional Last-Event-ID and expects a stream.
-func subscribe(t *testing.T, url string, lastID *string) *sseConn {
+// subscribe opens url with an optional Last-Event-ID and expects a stream:
+// a 200 answer that is not text/event-stream fails the test too.
+func subscribe(t *testing.T, url string, lastID *string) *ssetest.Client {
 	t.Helper()
-	c, err := openSubscription(t, url, lastID)
-	if err != nil {
-		t.Fatal(err)
+	c := ssetest.Dial(t, url, lastIDHeader(lastID))
+	if ct := c.Resp.Header.Get("Content-Type"); !isEventStream(ct) {
+		t.Fatalf("GET %s: 200 with Content-Type %q, not an event stream", url, ct)
 	}
 	return c
 }
 
-// openSubscription is subscribe for goroutines other than the test's own:
-// it reports a failure instead of ending the test.
-func openSubscription(t *testing.T, url string, lastID *string) (*sseConn, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
+// lastIDHeader is a request header with Last-Event-ID set, when id is not
+// nil.
+func lastIDHeader(id *string) http.Header {
+	if id == nil {
+		return nil
 	}
-	if lastID != nil {
-		req.Header.Set("Last-Event-ID", *lastID)
-	}
-	tr := &http.Transport{}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK || !isEventStream(resp.Header.Get("Content-Type")) {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: %s %q: %s", url, resp.Status, resp.Header.Get("Content-Type"), body)
-	}
-	c := &sseConn{resp: resp, events: make(chan sse.Event, 64), done: make(chan struct{})}
-	go func() {
-		defer close(c.events)
-		rd := sse.NewReader(resp.Body, 0)
-		for {
-			ev, err := rd.Next()
-			if err != nil {
-				c.err = err
-				return
-			}
-			select {
-			case c.events <- ev:
-			case <-c.done:
-				c.err = errors.New("subscriber closed")
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(c.done)
-		resp.Body.Close()
-		for range c.events {
-		}
-		tr.CloseIdleConnections()
-	})
-	return c, nil
+	return http.Header{"Last-Event-Id": {*id}}
 }
 
 func idp(s string) *string { return &s }
 
-// next is the subscriber's next block.
-func (c *sseConn) next(t *testing.T) sse.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-c.events:
-		if !ok {
-			t.Fatalf("stream ended (%v) while an event was expected", c.err)
-		}
-		return ev
-	case <-time.After(eventWait):
-		t.Fatalf("no event within %s", eventWait)
-	}
-	return sse.Event{}
-}
-
 // expectIDs reads blocks and checks they are the back end's events ids.
-func (c *sseConn) expectIDs(t *testing.T, ids ...int) {
+func expectIDs(t *testing.T, c *ssetest.Client, ids ...int) {
 	t.Helper()
 	for _, id := range ids {
-		ev := c.next(t)
+		ev := c.NextBlock(t, eventWait)
 		want := sse.Event{ID: strconv.Itoa(id), HasID: true, Data: fmt.Sprintf("event %d", id), HasData: true, Retry: -1}
 		if ev != want {
 			t.Fatalf("got %+v, want %+v", ev, want)
@@ -441,19 +381,15 @@ func (c *sseConn) expectIDs(t *testing.T, ids ...int) {
 	}
 }
 
-// expectEnd waits for the relay to close the stream.
-func (c *sseConn) expectEnd(t *testing.T) {
+// expectEnd waits for the relay to close the stream, cleanly and with no
+// block before the end.
+func expectEnd(t *testing.T, c *ssetest.Client) {
 	t.Helper()
-	select {
-	case ev, ok := <-c.events:
-		if ok {
-			t.Fatalf("got %+v, want the end of the stream", ev)
-		}
-		if !errors.Is(c.err, io.EOF) {
-			t.Fatalf("stream ended with %v, want a clean close", c.err)
-		}
-	case <-time.After(eventWait):
-		t.Fatalf("stream still open after %s", eventWait)
+	if got := c.ExpectEnd(t, eventWait); len(got) > 0 {
+		t.Fatalf("got %+v, want the end of the stream", got[0])
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("stream ended with %v, want a clean close", err)
 	}
 }
 
@@ -464,7 +400,7 @@ func TestServeSharesOneUpstreamAndResumesFromRing(t *testing.T) {
 
 	first := subscribe(t, url, nil)
 	b.publish(1, 2, 3, 4, 5)
-	first.expectIDs(t, 1, 2, 3, 4, 5)
+	expectIDs(t, first, 1, 2, 3, 4, 5)
 
 	tests := []struct {
 		name   string
@@ -476,15 +412,15 @@ func TestServeSharesOneUpstreamAndResumesFromRing(t *testing.T) {
 		{"oldest id", idp("1"), []int{2, 3, 4, 5}},
 		{"head id: nothing to replay", idp("5"), nil},
 	}
-	subs := make([]*sseConn, len(tests))
+	subs := make([]*ssetest.Client, len(tests))
 	for i, tc := range tests {
 		subs[i] = subscribe(t, url, tc.lastID)
-		subs[i].expectIDs(t, tc.replay...)
+		expectIDs(t, subs[i], tc.replay...)
 	}
 	b.publish(6)
-	first.expectIDs(t, 6)
+	expectIDs(t, first, 6)
 	for i, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { subs[i].expectIDs(t, 6) })
+		t.Run(tc.name, func(t *testing.T) { expectIDs(t, subs[i], 6) })
 	}
 
 	if got := b.conns.Load(); got != 1 {
@@ -614,13 +550,13 @@ func TestServeBeyondTheRing(t *testing.T) {
 			// this subscriber behind it.
 			for id := 1; id <= 6; id++ {
 				b.publish(id)
-				first.expectIDs(t, id)
+				expectIDs(t, first, id)
 			}
 			// The ring now holds 4..6.
 
 			late := subscribe(t, url, idp("1"))
 			if tc.gap != "" {
-				ev := late.next(t)
+				ev := late.NextBlock(t, eventWait)
 				var data map[string]string
 				if ev.Type != tc.gapEvent || json.Unmarshal([]byte(ev.Data), &data) != nil ||
 					data["lastEventId"] != "1" || !strings.Contains(data["reason"], tc.gap) {
@@ -630,10 +566,10 @@ func TestServeBeyondTheRing(t *testing.T) {
 					t.Fatalf("gap event %+v carries an id: it would move the client's lastEventId", ev)
 				}
 			}
-			late.expectIDs(t, tc.ids...)
+			expectIDs(t, late, tc.ids...)
 			b.publish(7)
-			late.expectIDs(t, 7)
-			first.expectIDs(t, 7)
+			expectIDs(t, late, 7)
+			expectIDs(t, first, 7)
 
 			select {
 			case id := <-b.resumes:
@@ -669,13 +605,13 @@ func TestResumeFromOriginAfterRingEviction(t *testing.T) {
 	first := subscribe(t, url, idp("0"))
 	for id := 1; id <= 6; id++ {
 		b.publish(id)
-		first.expectIDs(t, id)
+		expectIDs(t, first, id)
 	}
 	// The ring holds 4..6; 1..3 come from the back end's replay.
 	late := subscribe(t, url, idp("0"))
-	late.expectIDs(t, 1, 2, 3, 4, 5, 6)
+	expectIDs(t, late, 1, 2, 3, 4, 5, 6)
 	b.publish(7)
-	late.expectIDs(t, 7)
+	expectIDs(t, late, 7)
 	if n := r.Metrics().Snapshot().Disconnects[ReasonBehindRing]; n != 0 {
 		t.Fatalf("%d subscribers cut as %s", n, ReasonBehindRing)
 	}
@@ -688,13 +624,13 @@ func TestDrainSendsJitteredRetryHint(t *testing.T) {
 	r := newTestRelay(t, cfg)
 	front := startFront(t, r, b)
 
-	var subs []*sseConn
+	var subs []*ssetest.Client
 	for _, key := range []string{"/a", "/a", "/a", "/b", "/b"} {
 		subs = append(subs, subscribe(t, front+key, nil))
 	}
 	b.publish(1)
 	for _, c := range subs {
-		c.expectIDs(t, 1)
+		expectIDs(t, c, 1)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -704,11 +640,11 @@ func TestDrainSendsJitteredRetryHint(t *testing.T) {
 		t.Fatal("Drain did not finish")
 	}
 	for i, c := range subs {
-		ev := c.next(t)
+		ev := c.NextBlock(t, eventWait)
 		if ev.HasData || ev.HasID || ev.Retry < 1000 || ev.Retry > 3000 {
 			t.Fatalf("subscriber %d got %+v, want only a retry hint within 1000..3000 ms", i, ev)
 		}
-		c.expectEnd(t)
+		expectEnd(t, c)
 	}
 	if r.Clients() != 0 {
 		t.Fatalf("%d clients attached after Drain", r.Clients())
@@ -756,13 +692,27 @@ func TestEarlySubscribersFromConsecutiveIDs(t *testing.T) {
 	r := newTestRelay(t, testConfig())
 	url := startFront(t, r, b) + "/s"
 	type result struct {
-		c   *sseConn
+		c   *ssetest.Client
 		err error
 	}
 	open := func(id string) chan result {
 		ch := make(chan result, 1)
 		go func() {
-			c, err := openSubscription(t, url, idp(id))
+			c, resp, err := ssetest.DialStatus(url, lastIDHeader(idp(id)))
+			switch {
+			case err != nil:
+				err = fmt.Errorf("GET %s: %w", url, err)
+			case c == nil:
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				err = fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+			case !isEventStream(resp.Header.Get("Content-Type")):
+				c.Close()
+				c, err = nil, fmt.Errorf("GET %s: 200 with Content-Type %q, not an event stream", url, resp.Header.Get("Content-Type"))
+			}
+			if c != nil {
+				t.Cleanup(c.Close)
+			}
 			ch <- result{c, err}
 		}()
 		return ch
@@ -793,8 +743,8 @@ func TestEarlySubscribersFromConsecutiveIDs(t *testing.T) {
 	}
 	first, late := r1.c, r2.c
 	b.publish(20)
-	first.expectIDs(t, 19, 20)
-	late.expectIDs(t, 20)
+	expectIDs(t, first, 19, 20)
+	expectIDs(t, late, 20)
 }
 
 func TestRingAgeEnforcedOnAQuietStream(t *testing.T) {
@@ -808,7 +758,7 @@ func TestRingAgeEnforcedOnAQuietStream(t *testing.T) {
 	url := startFront(t, r, b) + "/s"
 	c := subscribe(t, url, nil)
 	b.publish(1, 2, 3)
-	c.expectIDs(t, 1, 2, 3)
+	expectIDs(t, c, 1, 2, 3)
 	buffered := func() int {
 		infos := r.StreamInfo()
 		if len(infos) != 1 {

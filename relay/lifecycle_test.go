@@ -61,14 +61,14 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		{"live with subscribers", func(t *testing.T, r *Relay, b *feedBackend, url string) {
 			c1, c2 := subscribe(t, url, nil), subscribe(t, url, nil)
 			b.publish(1, 2)
-			c1.expectIDs(t, 1, 2)
-			c2.expectIDs(t, 1, 2)
+			expectIDs(t, c1, 1, 2)
+			expectIDs(t, c2, 1, 2)
 		}},
 		{"lingering without subscribers", func(t *testing.T, r *Relay, b *feedBackend, url string) {
 			c := subscribe(t, url, nil)
 			b.publish(1)
-			c.expectIDs(t, 1)
-			c.resp.Body.Close()
+			expectIDs(t, c, 1)
+			c.Resp.Body.Close()
 			// Writes find the subscriber gone.
 			for id := 2; r.Clients() > 0; id++ {
 				if id > 1000 {
@@ -96,14 +96,14 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		{"ended while live", func(t *testing.T, r *Relay, b *feedBackend, url string) {
 			c := subscribe(t, url, nil)
 			b.publish(1)
-			c.expectIDs(t, 1)
+			expectIDs(t, c, 1)
 			r.End("/s")
 			expectRetryThenEnd(t, c)
 		}},
 		{"drained", func(t *testing.T, r *Relay, b *feedBackend, url string) {
 			c := subscribe(t, url, nil)
 			b.publish(1)
-			c.expectIDs(t, 1)
+			expectIDs(t, c, 1)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			r.Drain(ctx, 0)
@@ -139,7 +139,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 				b.publishRaw(fmt.Sprintf("id: %d\ndata: %s\n\n", id, big))
 			}
 			for id := 1; id <= events; id++ {
-				if ev := c.next(t); ev.ID != fmt.Sprint(id) {
+				if ev := c.NextBlock(t, eventWait); ev.ID != fmt.Sprint(id) {
 					t.Fatalf("got id %s, want %d", ev.ID, id)
 				}
 			}
@@ -185,10 +185,10 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 }
 
 // expectRetryThenEnd expects the retry hint of a drain, then the end.
-func expectRetryThenEnd(t *testing.T, c *sseConn) {
+func expectRetryThenEnd(t *testing.T, c *ssetest.Client) {
 	t.Helper()
-	if ev := c.next(t); ev.Retry < 0 || ev.HasData {
+	if ev := c.NextBlock(t, eventWait); ev.Retry < 0 || ev.HasData {
 		t.Fatalf("got %+v, want a retry hint", ev)
 	}
-	c.expectEnd(t)
+	expectEnd(t, c)
 }

@@ -142,13 +142,14 @@ func TestFanOutBranches(t *testing.T) {
 				}
 				tr := &http.Transport{}
 				t.Cleanup(tr.CloseIdleConnections)
-				readers := make([]*sseConn, fast)
+				readers := make([]*ssetest.Client, fast)
 				for i := range readers {
 					resp, err := (&http.Client{Transport: tr}).Get(url)
 					if err != nil {
 						t.Fatal(err)
 					}
-					readers[i] = readSSE(t, resp)
+					readers[i] = ssetest.Read(resp)
+					t.Cleanup(readers[i].Close)
 					n++
 					ssetest.Eventually(t, fmt.Sprintf("%d subscribers attached", n), 5*time.Second, func() bool { return r.Clients() == n })
 				}
@@ -158,7 +159,7 @@ func TestFanOutBranches(t *testing.T) {
 				}
 				for i, rd := range readers {
 					for id := 1; id <= events; id++ {
-						ev := rd.next(t)
+						ev := rd.NextBlock(t, eventWait)
 						if ev.ID != fmt.Sprint(id) || ev.Data != big {
 							t.Fatalf("subscriber %d got id %s (%d bytes), want %d", i, ev.ID, len(ev.Data), id)
 						}

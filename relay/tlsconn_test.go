@@ -40,7 +40,7 @@ func TestTLSSubscribersUseTheFastPath(t *testing.T) {
 	r := newTestRelay(t, testConfig())
 	url, hc := startTLSFront(t, r, b)
 	const subs = 20
-	conns := make([]*sseConn, subs)
+	conns := make([]*ssetest.Client, subs)
 	for i := range conns {
 		req, _ := http.NewRequest(http.MethodGet, url+"/s", nil)
 		resp, err := hc.Do(req)
@@ -50,7 +50,8 @@ func TestTLSSubscribersUseTheFastPath(t *testing.T) {
 		if resp.TLS == nil || resp.ProtoMajor != 1 {
 			t.Fatalf("subscriber %d is not HTTP/1.1 over TLS", i)
 		}
-		conns[i] = readSSE(t, resp)
+		conns[i] = ssetest.Read(resp)
+		t.Cleanup(conns[i].Close)
 	}
 	ssetest.Eventually(t, fmt.Sprintf("%d subscribers attached", subs), 5*time.Second, func() bool { return r.Clients() == subs })
 	for id := 1; id <= 50; id++ {
@@ -58,7 +59,7 @@ func TestTLSSubscribersUseTheFastPath(t *testing.T) {
 	}
 	for _, c := range conns {
 		for id := 1; id <= 50; id++ {
-			c.expectIDs(t, id)
+			expectIDs(t, c, id)
 		}
 	}
 	// Every subscriber is on the fast path: the dispatcher writes sealed
@@ -95,7 +96,8 @@ func TestTLSSubscriberWithAFullSocketCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast := readSSE(t, resp)
+	fast := ssetest.Read(resp)
+	t.Cleanup(fast.Close)
 	host := strings.TrimPrefix(url, "https://")
 	raw, err := tls.Dial("tcp", host, hc.Transport.(*http.Transport).TLSClientConfig)
 	if err != nil {
@@ -116,7 +118,7 @@ func TestTLSSubscriberWithAFullSocketCatchesUp(t *testing.T) {
 		b.publishRaw(fmt.Sprintf("id: %d\ndata: %s\n\n", id, big))
 	}
 	for id := 1; id <= events; id++ {
-		if ev := fast.next(t); ev.ID != fmt.Sprint(id) {
+		if ev := fast.NextBlock(t, eventWait); ev.ID != fmt.Sprint(id) {
 			t.Fatalf("fast subscriber got id %s, want %d", ev.ID, id)
 		}
 	}
@@ -133,35 +135,6 @@ func TestTLSSubscriberWithAFullSocketCatchesUp(t *testing.T) {
 			t.Fatalf("stalled subscriber got id %s (%d bytes), want %d", ev.ID, len(ev.Data), id)
 		}
 	}
-}
-
-// readSSE reads an open stream's blocks in the background.
-func readSSE(t *testing.T, resp *http.Response) *sseConn {
-	t.Helper()
-	c := &sseConn{resp: resp, events: make(chan sse.Event, 1024), done: make(chan struct{})}
-	go func() {
-		defer close(c.events)
-		rd := sse.NewReader(resp.Body, 1<<20)
-		for {
-			ev, err := rd.Next()
-			if err != nil {
-				c.err = err
-				return
-			}
-			select {
-			case c.events <- ev:
-			case <-c.done:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(c.done)
-		resp.Body.Close()
-		for range c.events {
-		}
-	})
-	return c
 }
 
 // publishRaw sends one raw block to every live connection.
