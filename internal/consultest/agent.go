@@ -525,3 +525,19 @@ func (p *process) stop(grace time.Duration) {
 		<-p.exited
 	}
 }
+
+// StartTied starts cmd so that it does not outlive the test binary (on
+// Linux the kernel kills it when the binary dies, however it dies) and
+// reaps it in the background: exited is closed once it has exited, and
+// exitErr then returns what Wait returned. It is how the agents here are
+// started, for other tests' processes too.
+func StartTied(cmd *exec.Cmd) (exited <-chan struct{}, exitErr func() error, err error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = sysProcAttr()
+	}
+	p, err := startProcess(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.exited, func() error { <-p.exited; return p.err }, nil
+}

@@ -209,11 +209,11 @@ func (d *drill) addr(name string, port int) string {
 // proc is one process started in a namespace. Its goroutine starts it,
 // reaps it and closes exited.
 type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	log    string
-	exited chan struct{}
-	err    error
+	name    string
+	cmd     *exec.Cmd
+	log     string
+	exited  <-chan struct{}
+	exitErr func() error // what Wait returned; blocks until exited
 }
 
 // childEnv is the environment of every process the drill starts: the
@@ -246,24 +246,11 @@ func (d *drill) start(name, ns, bin string, env []string, args ...string) *proc 
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &proc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig fires when the forking thread exits: keep it until
-		// the child has been reaped.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(p.exited)
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	if err := <-started; err != nil {
+	exited, exitErr, err := consultest.StartTied(cmd)
+	if err != nil {
 		d.t.Fatalf("starting %s: %v", name, err)
 	}
+	p := &proc{name: name, cmd: cmd, log: logPath, exited: exited, exitErr: exitErr}
 	d.mu.Lock()
 	d.procs[name] = p
 	d.mu.Unlock()

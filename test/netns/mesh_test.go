@@ -158,7 +158,7 @@ func (d *drill) waitReady(name string) {
 		deadline := time.Now().Add(readyTimeout)
 		for time.Now().Before(deadline) {
 			if !p.alive() {
-				return fmt.Errorf("exited: %v", p.err)
+				return fmt.Errorf("exited: %v", p.exitErr())
 			}
 			if _, err := d.get("http://" + d.addr(name, adminPort) + "/readyz"); err == nil {
 				return nil
