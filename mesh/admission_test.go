@@ -242,7 +242,7 @@ func startRawMember(t *testing.T, nm nodeMeta, key string, seed string) *memberl
 		}
 	}
 	conf.Delegate = &rawDelegate{meta: meta}
-	conf.Logger = log.New(&logWriter{log: ssetest.BufferedLogger(t, logrus.DebugLevel).WithField("raw", nm.ID), onSuspect: func(string) {}}, "", 0)
+	conf.Logger = log.New(&logWriter{log: ssetest.BufferedLogger(t, logrus.DebugLevel).WithField("raw", nm.ID)}, "", 0)
 	ml, err := memberlist.Create(conf)
 	if err != nil {
 		t.Fatalf("raw member %s: %v", nm.ID, err)

@@ -13,9 +13,10 @@
 //
 // Member states, as this node sees them:
 //   - alive: answering.
-//   - suspect: this node's own probe failed (memberlist raises no event for
-//     suspicion; its log line is the signal). Cleared by the next answered
-//     probe, or replaced by dead.
+//   - suspect: two of this node's pings in a row went unanswered (probe.go:
+//     memberlist raises no event for its own suspicion, so the node pings
+//     its candidate parents every probe interval and other members in
+//     turn). Cleared by the next answer, or replaced by dead.
 //   - draining: the member announced it is shutting down.
 //   - left: it left gossip after announcing draining (SetDraining, or
 //     Shutdown without it).

@@ -95,7 +95,7 @@ func (m *Mesh) memberlistConfig() (*memberlist.Config, error) {
 	conf.Events = d
 	conf.Ping = d
 	conf.Alive = d
-	conf.Logger = log.New(&logWriter{log: m.log.WithField("subsystem", "memberlist"), onSuspect: m.onSuspect}, "", 0)
+	conf.Logger = log.New(&logWriter{log: m.log.WithField("subsystem", "memberlist")}, "", 0)
 	if m.tweakGossip != nil {
 		m.tweakGossip(conf)
 	}
@@ -155,20 +155,10 @@ func (d *gossipDelegate) NotifyLeave(n *memberlist.Node)  { d.m.notePeer(n, true
 
 func (d *gossipDelegate) AckPayload() []byte { return nil }
 
-// NotifyPingComplete is the evidence that clears a suspicion: this node's
-// own probe of the member was answered.
+// NotifyPingComplete is memberlist's own probe of the member answered:
+// evidence that clears a suspicion (probe.go).
 func (d *gossipDelegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
-	m := d.m
-	m.mu.Lock()
-	p, ok := m.peers[other.Name]
-	cleared := ok && p.suspect
-	if cleared {
-		p.suspect = false
-	}
-	m.mu.Unlock()
-	if cleared {
-		m.markDirty()
-	}
+	d.m.noteProbe(other.Name, true)
 }
 
 // notePeer copies a member from a memberlist event.
@@ -205,48 +195,17 @@ func (m *Mesh) notePeer(n *memberlist.Node, gone bool) {
 		p.state = memberlist.StateAlive
 		p.departed = time.Time{}
 	}
-	p.suspect = false
+	p.suspect, p.misses = false, 0
 	state := p.state
 	m.mu.Unlock()
 	m.log.WithFields(logrus.Fields{"peer": n.Name, "state": stateOf(state, false, nm.Draining)}).Debug("mesh: gossip member changed")
 	m.markDirty()
 }
 
-// onSuspect records that this node's own probe of a member failed.
-//
-// memberlist tells no delegate about suspicion: EventDelegate hears joins,
-// metadata updates and departures, PingDelegate only answered probes,
-// AliveDelegate only alive messages. Nor can the state be read back: the
-// State field of the Nodes it hands out (Members, events) is never set, as
-// its own member records keep the state in a field of their own. The line
-// it logs when its probe of a member goes unanswered ("Suspect <name> has
-// failed, no acks received"), just before it marks the member suspect, is
-// the one per-member signal; logWriter turns it into this call, and
-// TestGossipDetectsFailure fails if a memberlist upgrade loses it.
-func (m *Mesh) onSuspect(name string) {
-	m.mu.Lock()
-	p, ok := m.peers[name]
-	changed := ok && p.departed.IsZero() && !p.suspect
-	if changed {
-		p.suspect = true
-	}
-	m.mu.Unlock()
-	if changed {
-		m.markDirty()
-	}
-}
-
-// logWriter routes memberlist's log lines into logrus at debug level and
-// watches for suspicions.
+// logWriter routes memberlist's log lines into logrus at debug level.
 type logWriter struct {
-	log       logrus.FieldLogger
-	onSuspect func(name string)
+	log logrus.FieldLogger
 }
-
-const (
-	suspectPrefix = "memberlist: Suspect "
-	suspectSuffix = " has failed, no acks received"
-)
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
@@ -254,11 +213,6 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		if strings.HasPrefix(line, "[") {
 			if i := strings.Index(line, "] "); i > 0 {
 				level, msg = line[1:i], line[i+2:]
-			}
-		}
-		if rest, ok := strings.CutPrefix(msg, suspectPrefix); ok {
-			if name, ok := strings.CutSuffix(rest, suspectSuffix); ok {
-				w.onSuspect(name)
 			}
 		}
 		w.log.WithField("level_memberlist", level).Debug(msg)

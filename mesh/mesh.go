@@ -74,6 +74,7 @@ type peer struct {
 	meta     nodeMeta
 	state    memberlist.NodeStateType
 	suspect  bool
+	misses   int       // unanswered pings in a row (probe.go)
 	departed time.Time // when it left or died
 }
 
@@ -179,6 +180,7 @@ func (m *Mesh) Start(ctx context.Context) error {
 	m.main.Go(m.publishLoop)
 	m.main.Go(m.loadLoop)
 	m.part.Go(m.reclaimJoin)
+	m.part.Go(func(ctx context.Context) { m.probeLoop(ctx, ml, conf.ProbeInterval) })
 	if len(m.cfg.Gossip.Seeds) > 0 {
 		m.part.Go(m.seedLoop)
 	}

@@ -1,25 +1,29 @@
 package mesh
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// TestSuspicionStates drives the gossip delegate as memberlist does, with
-// the line memberlist logs when its probe of a member goes unanswered, and
-// checks the member's state in the view after each step.
+// TestSuspicionStates drives the gossip delegate and the prober's outcomes
+// as memberlist and the probe loop do, and checks the member's state in
+// the view after each step.
 func TestSuspicionStates(t *testing.T) {
 	m, err := New(testConfig(t, "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := &gossipDelegate{m: m}
-	w := &logWriter{log: m.log, onSuspect: m.onSuspect}
 	member := func(name string, draining bool) *memberlist.Node {
 		b, err := encodeMeta(nodeMeta{ID: name, DC: "dc1", Tier: 1, ClientAddr: "127.0.0.1:1", Draining: draining})
 		if err != nil {
@@ -27,10 +31,11 @@ func TestSuspicionStates(t *testing.T) {
 		}
 		return &memberlist.Node{Name: name, Addr: net.IPv4(127, 0, 0, 1), Port: 7946, Meta: b}
 	}
-	probeFailed := func(name string) {
-		line := "[INFO] memberlist: Suspect " + name + " has failed, no acks received\n"
-		if _, err := w.Write([]byte(line)); err != nil {
-			t.Fatal(err)
+	unanswered := func(name string, times int) func() {
+		return func() {
+			for range times {
+				m.noteProbe(name, false)
+			}
 		}
 	}
 	steps := []struct {
@@ -40,19 +45,20 @@ func TestSuspicionStates(t *testing.T) {
 		want MemberState
 	}{
 		{"joins", func() { d.NotifyJoin(member("b", false)) }, "b", StateAlive},
-		{"probe unanswered", func() { probeFailed("b") }, "b", StateSuspect},
-		{"probe answered", func() { d.NotifyPingComplete(member("b", false), time.Millisecond, nil) }, "b", StateAlive},
-		{"suspected again", func() { probeFailed("b") }, "b", StateSuspect},
+		{"one ping unanswered", unanswered("b", 1), "b", StateAlive},
+		{"answered in between", func() { m.noteProbe("b", true); m.noteProbe("b", false) }, "b", StateAlive},
+		{"two in a row", unanswered("b", 1), "b", StateSuspect},
+		{"memberlist's own probe answered", func() { d.NotifyPingComplete(member("b", false), time.Millisecond, nil) }, "b", StateAlive},
+		{"the count starts again", unanswered("b", 1), "b", StateAlive},
+		{"suspected again", unanswered("b", 1), "b", StateSuspect},
 		{"refutes with new metadata", func() { d.NotifyUpdate(member("b", false)) }, "b", StateAlive},
-		{"suspected, then declared failed", func() { probeFailed("b"); d.NotifyLeave(member("b", true)) }, "b", StateDead},
-		{"no suspicion of a departed member", func() { probeFailed("b") }, "b", StateDead},
+		{"new metadata resets the count", unanswered("b", 1), "b", StateAlive},
+		{"suspected, then declared failed", func() { unanswered("b", 2)(); d.NotifyLeave(member("b", true)) }, "b", StateDead},
+		{"no suspicion of a departed member", unanswered("b", 3), "b", StateDead},
 		{"rejoins", func() { d.NotifyJoin(member("b", false)) }, "b", StateAlive},
 		{"announces draining", func() { d.NotifyUpdate(member("b", true)) }, "b", StateDraining},
 		{"leaves unsuspected", func() { d.NotifyLeave(member("b", true)) }, "b", StateLeft},
-		{"unknown member", func() { probeFailed("c") }, "c", ""},
-		{"other log lines", func() {
-			_, _ = w.Write([]byte("[DEBUG] memberlist: Failed UDP ping: d (timeout reached)\n[INFO] memberlist: Marking d as failed, suspect timeout reached (0 peer confirmations)\n"))
-		}, "d", ""},
+		{"unknown member", unanswered("c", 3), "c", ""},
 	}
 	for _, st := range steps {
 		st.do()
@@ -60,6 +66,151 @@ func TestSuspicionStates(t *testing.T) {
 		if got := memberState(m.View(), st.id); got != st.want {
 			t.Fatalf("%s: %s is %q, want %q:\n%s", st.name, st.id, got, st.want, dumpView(m.View()))
 		}
+	}
+}
+
+// fakePinger answers pings as scripted and records who was pinged when.
+type fakePinger struct {
+	mu     sync.Mutex
+	silent map[string]bool
+	rounds [][]string // names pinged, per tick (by fake time)
+	last   time.Time
+}
+
+func (f *fakePinger) Ping(node string, _ net.Addr) (time.Duration, error) {
+	f.mu.Lock()
+	now := time.Now()
+	if len(f.rounds) == 0 || !now.Equal(f.last) {
+		f.rounds = append(f.rounds, nil)
+		f.last = now
+	}
+	f.rounds[len(f.rounds)-1] = append(f.rounds[len(f.rounds)-1], node)
+	silent := f.silent[node]
+	f.mu.Unlock()
+	if silent {
+		time.Sleep(200 * time.Millisecond) // memberlist's timeout
+		return 0, errors.New("no ack")
+	}
+	return time.Millisecond, nil
+}
+
+func (f *fakePinger) set(node string, silent bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.silent[node] = silent
+}
+
+func (f *fakePinger) take() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.rounds
+	f.rounds = nil
+	for _, names := range r {
+		slices.Sort(names)
+	}
+	return r
+}
+
+// TestProbeLoopOnAFakeClock runs the probe loop in a synctest bubble: which
+// members each round pings (every candidate parent, rotated when there are
+// more than a round takes, and one other member in turn), when a silent
+// parent turns suspect (the second unanswered round, not the first) and
+// that its first answer clears it.
+func TestProbeLoopOnAFakeClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig(t, "leaf")
+		cfg.Tier = 2
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &gossipDelegate{m: m}
+		join := func(name string, tier int) {
+			b, err := encodeMeta(nodeMeta{ID: name, DC: "dc1", Tier: tier, ClientAddr: "127.0.0.1:1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.NotifyJoin(&memberlist.Node{Name: name, Addr: net.IPv4(127, 0, 0, 1), Port: 7946, Meta: b})
+		}
+		join("root", 0)
+		join("relay", 1)
+		join("leaf2", 2)
+		join("leaf3", 2)
+		f := &fakePinger{silent: map[string]bool{}}
+		ctx, stop := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); m.probeLoop(ctx, f, time.Second) }()
+
+		state := func() MemberState { m.publish(); return memberState(m.View(), "relay") }
+		time.Sleep(time.Second - time.Millisecond)
+		synctest.Wait()
+		if r := f.take(); len(r) != 0 {
+			t.Fatalf("pinged before the first interval: %v", r)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		want := [][]string{{"leaf2", "relay", "root"}, {"leaf3", "relay", "root"}}
+		if got := f.take(); !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("rounds pinged %v, want %v (both parents every round, the others in turn)", got, want)
+		}
+
+		f.set("relay", true)
+		time.Sleep(time.Second) // round 3: first unanswered ping
+		synctest.Wait()
+		time.Sleep(300 * time.Millisecond) // past the ping's timeout
+		synctest.Wait()
+		if st := state(); st != StateAlive {
+			t.Fatalf("after one unanswered ping relay is %q, want alive", st)
+		}
+		time.Sleep(700 * time.Millisecond) // round 4
+		synctest.Wait()
+		time.Sleep(300 * time.Millisecond)
+		synctest.Wait()
+		if st := state(); st != StateSuspect {
+			t.Fatalf("after two unanswered pings relay is %q, want suspect", st)
+		}
+		f.set("relay", false)
+		time.Sleep(700 * time.Millisecond) // round 5: answered
+		synctest.Wait()
+		if st := state(); st != StateAlive {
+			t.Fatalf("after an answer relay is %q, want alive", st)
+		}
+		stop()
+		<-done
+	})
+}
+
+// TestProbeTargetsRotate checks the choice of members per round with more
+// candidate parents than a round pings.
+func TestProbeTargetsRotate(t *testing.T) {
+	peers := map[string]*peer{}
+	for i := range 10 {
+		peers[fmt.Sprintf("r%d", i)] = &peer{addr: "127.0.0.1:7946", meta: nodeMeta{Tier: 0}}
+	}
+	peers["gone"] = &peer{addr: "127.0.0.1:7946", departed: time.Unix(1, 0)}
+	peers["dead"] = &peer{addr: "127.0.0.1:7946", state: memberlist.StateDead}
+	peers["same"] = &peer{addr: "127.0.0.1:7946", meta: nodeMeta{Tier: 1}}
+	var p prober
+	seen := map[string]int{}
+	for round := range 5 {
+		ts := p.targets(1, peers)
+		if len(ts) != probeParents+1 {
+			t.Fatalf("round %d: %d targets, want %d", round, len(ts), probeParents+1)
+		}
+		for _, tg := range ts {
+			seen[tg.name]++
+		}
+	}
+	// 5 rounds x 8 of 10 parents: each parent 4 times; "same" every round.
+	for i := range 10 {
+		if n := seen[fmt.Sprintf("r%d", i)]; n != 4 {
+			t.Errorf("r%d pinged %d times in 5 rounds, want 4 (%v)", i, n, seen)
+		}
+	}
+	if seen["same"] != 5 || seen["gone"] != 0 || seen["dead"] != 0 {
+		t.Errorf("pinged %v: want the other member every round, never a departed or dead one", seen)
 	}
 }
 
