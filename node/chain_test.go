@@ -60,7 +60,7 @@ func TestForgedAncestryDoesNotTakeParentsAway(t *testing.T) {
 	if got := legit.IDs(t, 1, 5*time.Second); got[0] != "1" {
 		t.Fatalf("a client of another stream got %v", got)
 	}
-	if avoided := leaf.avoid.set("/f/two", time.Now()); len(avoided) > 0 {
+	if avoided := leaf.routing.avoid.set("/f/two", time.Now()); len(avoided) > 0 {
 		t.Fatalf("the leaf avoids %v after a client's forged ancestry", avoided)
 	}
 	for _, n := range nodes[:2] {
@@ -162,7 +162,7 @@ func TestTransparencyThroughAChain(t *testing.T) {
 	nodes := startMesh(t, []chainNode{{"root", 0}, {"relay", 1}, {"leaf", 2}}, []BackendSpec{script}, nil)
 	t.Run("cases", func(t *testing.T) { playTransparency(t, cases, up, upAddr, nodes[2].Addr()) })
 	for _, n := range nodes {
-		if avoided := n.avoid.set("", time.Now()); len(avoided) > 0 {
+		if avoided := n.routing.avoid.set("", time.Now()); len(avoided) > 0 {
 			t.Errorf("%s avoids %v for every stream after the table", n.ID(), avoided)
 		}
 	}
@@ -202,7 +202,7 @@ func TestEndStatesThroughAChain(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
-		if avoided := n.avoid.set("", time.Now()); len(avoided) > 0 {
+		if avoided := n.routing.avoid.set("", time.Now()); len(avoided) > 0 {
 			t.Errorf("%s avoids %v for every stream after the end states", n.ID(), avoided)
 		}
 	}

@@ -436,7 +436,7 @@ func (p *publisher) lastID() int {
 // onPlan reports whether the node's stream uses the parent its current plan
 // chooses when nothing is avoided.
 func onPlan(n *Node) bool {
-	plan := n.plan.Load()
+	plan := n.routing.plan.Load()
 	if plan == nil {
 		return false
 	}
@@ -529,8 +529,8 @@ func TestMeshAvoidedParentIsTakenBackAfterAvoidPeriod(t *testing.T) {
 		t.Fatalf("leaf takes the stream from %q, want a relay", planned)
 	}
 	pub := startPublisher(t, tr.be, streamPath, 20*time.Millisecond, 1000)
-	leaf.avoid.add(planned, streamPath, avoidParent, time.Now().Add(avoidFor))
-	leaf.reroute()
+	leaf.routing.avoid.add(planned, streamPath, avoidParent, time.Now().Add(avoidFor))
+	leaf.routing.reroute()
 	ssetest.Eventually(t, "leaf moved off the avoided parent", 10*time.Second, func() bool {
 		p := upstreamOf(leaf, streamPath)
 		return p != planned && strings.HasPrefix(p, "relay-")

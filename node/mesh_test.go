@@ -120,9 +120,7 @@ func (tr *tree) owner(t *testing.T) (owner, other *Node) {
 
 // upstreamOf is the parent node a stream on n uses now ("" = back end).
 func upstreamOf(n *Node, key string) string {
-	n.routesMu.Lock()
-	rt := n.routes[key]
-	n.routesMu.Unlock()
+	rt := n.routing.lookup(key)
 	if rt == nil {
 		return "?"
 	}

@@ -25,7 +25,6 @@ import (
 	"github.com/ssemesh/ssemesh/internal/ratelog"
 	"github.com/ssemesh/ssemesh/mesh"
 	"github.com/ssemesh/ssemesh/relay"
-	"github.com/ssemesh/ssemesh/topology"
 )
 
 // Node is one running ssemesh node.
@@ -43,8 +42,6 @@ type Node struct {
 	// reload); consulFound is what Consul announced last.
 	mountsMu    sync.Mutex
 	consulFound []mesh.Backend
-	routesMu    sync.Mutex
-	routes      map[string]*route
 
 	mesh *mesh.Mesh
 	// streams and view are the relay and the mesh as routing sees them
@@ -53,11 +50,7 @@ type Node struct {
 	// a mesh.
 	streams streamRelay
 	view    meshView
-	plan    atomic.Pointer[topology.Plan]
-	avoid   *avoidList
-	// members is the membership the avoid entries were made under; see
-	// forgetAvoidOnChange. Only the goroutine applying views touches it.
-	members string
+	routing *router
 	stop    chan struct{} // closed when shutdown begins
 
 	// cur holds the settings a reload may change (settings.go); reloadMu
@@ -143,8 +136,6 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 		log:     log.WithField("component", "node"),
 		relay:   r,
 		streams: r,
-		routes:  make(map[string]*route),
-		avoid:   newAvoidList(),
 		stop:    make(chan struct{}),
 		tls:     tlsSt,
 		stopTLS: func() {},
@@ -162,6 +153,7 @@ func New(cfg Config, log logrus.FieldLogger) (*Node, error) {
 	if tlsSt.meshCA != nil {
 		n.peerClient.Transport.(*http.Transport).DialTLSContext = tlsSt.dialPeer
 	}
+	n.routing = newRouter(cfg.NodeID, r, cfg.Mesh.AvoidFor.D(), n.mountDC, n.log)
 	n.cur.Store(st)
 	ms, err := n.staticMounts(cfg.Backends)
 	if err == nil {

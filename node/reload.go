@@ -202,13 +202,7 @@ func (n *Node) Reload() ReloadResult {
 // a stream whose back end is gone (or mounted elsewhere now) is ended with
 // a retry hint; one whose back end's requests changed reconnects.
 func (n *Node) moveStreams(before map[string]*mount) {
-	n.routesMu.Lock()
-	routes := make([]*route, 0, len(n.routes))
-	for _, rt := range n.routes {
-		routes = append(routes, rt)
-	}
-	n.routesMu.Unlock()
-	for _, rt := range routes {
+	for _, rt := range n.routing.all() {
 		now := n.findMount(rt.path)
 		was := before[rt.backend]
 		switch {

@@ -1,17 +1,12 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
 	"sync"
-	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/ssemesh/ssemesh/relay"
-	"github.com/ssemesh/ssemesh/topology"
 )
 
 // route is what the node knows about one stream beyond the relay: where its
@@ -20,6 +15,7 @@ import (
 // exactly the key its own clients asked for.
 type route struct {
 	n       *Node
+	r       *router
 	key     string
 	path    string
 	query   string
@@ -32,36 +28,12 @@ type route struct {
 	chosen   bool
 }
 
-// route returns the stream's route, creating it for the first subscriber.
-// A route left from a stream the relay no longer holds is replaced: its
-// ancestry and back end belong to the request that opened the old stream,
-// and reusing them would refuse a chain that is no longer a loop.
+// route returns the stream's route, creating it for the first subscriber
+// (router.get).
 func (n *Node) route(key, path, query, backend string, via []string) *route {
-	open := n.streams.Has(key)
-	n.routesMu.Lock()
-	defer n.routesMu.Unlock()
-	rt := n.routes[key]
-	if rt == nil || !open {
-		rt = &route{n: n, key: key, path: path, query: query, backend: backend, via: via}
-		n.routes[key] = rt
-	}
-	return rt
-}
-
-// pruneRoutes forgets routes of streams the relay no longer holds.
-func (n *Node) pruneRoutes() {
-	open := map[string]bool{}
-	for _, k := range n.streams.Keys() {
-		open[k] = true
-	}
-	n.routesMu.Lock()
-	for k := range n.routes {
-		if !open[k] {
-			delete(n.routes, k)
-			n.avoid.forgetStream(k)
-		}
-	}
-	n.routesMu.Unlock()
+	return n.routing.get(key, func() *route {
+		return &route{n: n, r: n.routing, key: key, path: path, query: query, backend: backend, via: via}
+	})
 }
 
 // target is the stream's relay.TargetFunc: the back end for a node outside
@@ -78,7 +50,7 @@ func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 	if n.view == nil {
 		return rt.backendTarget(m)
 	}
-	c, err := n.choose(rt.key, m.dc)
+	c, err := rt.r.choose(rt.key, m.dc)
 	if err != nil {
 		return relay.Target{}, err
 	}
@@ -110,7 +82,6 @@ func (rt *route) target(prev *relay.Attempt) (relay.Target, error) {
 // for all, when the failure was the parent's own; the next back-end
 // instance when an instance failed.
 func (rt *route) noteFailure(a *relay.Attempt) {
-	n := rt.n
 	if a.Target.Parent == "" {
 		if instanceFailed(a) {
 			rt.mu.Lock()
@@ -119,17 +90,7 @@ func (rt *route) noteFailure(a *relay.Attempt) {
 		}
 		return
 	}
-	scope := classify(a)
-	if scope == avoidNone || n.cfg.Mesh.AvoidFor <= 0 {
-		return
-	}
-	if n.avoid.add(a.Target.Parent, rt.key, scope, time.Now().Add(n.cfg.Mesh.AvoidFor.D())) {
-		what := "every stream"
-		if scope == avoidStream {
-			what = "this stream"
-		}
-		n.log.WithFields(logrus.Fields{"parent": a.Target.Parent, "stream": rt.key, "for": n.cfg.Mesh.AvoidFor.D(), "scope": what, "code": a.Code, "reason": a.Reason}).Warn("avoiding parent")
-	}
+	rt.r.noteParentFailure(rt.key, a)
 }
 
 // sign adds the ancestry and the mesh proof to a request to a parent or a
@@ -164,7 +125,7 @@ func (rt *route) backendTarget(m *mount) (relay.Target, error) {
 // is one (a switch the new parent refused leaves the stream on the old),
 // else the last choice.
 func (rt *route) current() (string, bool) {
-	if p, live := rt.n.streams.LiveParent(rt.key); live {
+	if p, live := rt.r.streams.LiveParent(rt.key); live {
 		return p, true
 	}
 	rt.mu.Lock()
@@ -172,19 +133,12 @@ func (rt *route) current() (string, bool) {
 	return rt.parent, rt.chosen
 }
 
-var errNoView = errors.New("mesh view not ready yet")
-
-// choose asks the topology for the stream's upstream on the current view.
-func (n *Node) choose(key, backendDC string) (topology.Choice, error) {
-	plan := n.plan.Load()
-	if plan == nil {
-		return topology.Choice{}, errNoView
+// mountDC is the data centre of the back end mounted at path (router).
+func (n *Node) mountDC(path string) (string, bool) {
+	if m := n.findMount(path); m != nil {
+		return m.dc, true
 	}
-	c := plan.Choose(n.cfg.NodeID, key, backendDC, n.avoid.set(key, time.Now()))
-	if !c.OK {
-		return c, errors.New(c.Reason)
-	}
-	return c, nil
+	return "", false
 }
 
 // findMount returns the mount serving path: exact mounts, or the longest

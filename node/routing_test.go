@@ -149,7 +149,7 @@ func routingNode(t *testing.T, self string) (*Node, *fakeRelay, *fakeView) {
 	}
 	t.Cleanup(n.relay.Close)
 	fr, fm := newFakeRelay(), newFakeView()
-	n.streams, n.view = fr, fm
+	n.streams, n.view, n.routing.streams = fr, fm, fr
 	return n, fr, fm
 }
 
@@ -191,12 +191,12 @@ func TestChooseParentOnView(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n, fr, fm := routingNode(t, tc.self)
-			if _, err := n.choose("/feed/a", ""); err != errNoView {
+			if _, err := n.routing.choose("/feed/a", ""); err != errNoView {
 				t.Fatalf("before any view: %v, want errNoView", err)
 			}
 			fm.publish(tc.members...)
 			n.applyView()
-			c, err := n.choose("/feed/a", "")
+			c, err := n.routing.choose("/feed/a", "")
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("choice %+v, %v; want an error with %q", c, err, tc.wantErr)
@@ -260,7 +260,7 @@ func TestAvoidUsedThenClearedOnMembershipChange(t *testing.T) {
 			var sibling string
 			for i := 0; sibling == "" && i < 100; i++ {
 				k := fmt.Sprintf("/feed/s%d", i)
-				if c, _ := n.choose(k, ""); c.Parent.ID == first {
+				if c, _ := n.routing.choose(k, ""); c.Parent.ID == first {
 					sibling = k
 				}
 			}
@@ -274,7 +274,7 @@ func TestAvoidUsedThenClearedOnMembershipChange(t *testing.T) {
 				t.Fatalf("after a failure of %s: target %q, %v; want %s", first, tg.Parent, err, other(first))
 			}
 			fr.connect("/feed/a", tg.Parent)
-			c, _ := n.choose(sibling, "")
+			c, _ := n.routing.choose(sibling, "")
 			if sibling := c.Parent.ID == first; sibling != (tc.scope == avoidStream) {
 				t.Fatalf("another stream chooses %s: the avoid entry's scope is not %v", c.Parent.ID, tc.scope)
 			}
@@ -283,7 +283,7 @@ func TestAvoidUsedThenClearedOnMembershipChange(t *testing.T) {
 			// entry, and so the stream stays.
 			fm.publish(with(member("leaf", 2), func(m *mesh.Member) { m.Clients = 7 }), member("r0", 0), member("r1a", 1), member("r1b", 1))
 			n.applyView()
-			if c, _ := n.choose("/feed/a", ""); c.Parent.ID != other(first) {
+			if c, _ := n.routing.choose("/feed/a", ""); c.Parent.ID != other(first) {
 				t.Fatalf("same membership: choice %s, want %s (still avoided)", c.Parent.ID, other(first))
 			}
 			if got := fr.switches(); len(got) != 0 {
@@ -294,7 +294,7 @@ func TestAvoidUsedThenClearedOnMembershipChange(t *testing.T) {
 			// back to the parent it prefers.
 			fm.publish(twoRelays(member("leaf2", 2))...)
 			n.applyView()
-			if c, _ := n.choose("/feed/a", ""); c.Parent.ID != first {
+			if c, _ := n.routing.choose("/feed/a", ""); c.Parent.ID != first {
 				t.Fatalf("after a membership change: choice %s, want %s again", c.Parent.ID, first)
 			}
 			if got := fr.switches(); !slices.Equal(got, []string{"/feed/a"}) {
@@ -306,7 +306,7 @@ func TestAvoidUsedThenClearedOnMembershipChange(t *testing.T) {
 
 func TestAvoidOffWithZeroAvoidFor(t *testing.T) {
 	n, fr, fm := routingNode(t, "leaf")
-	n.cfg.Mesh.AvoidFor = 0
+	n.routing.avoidFor = 0 // mesh.avoid_for: 0s (a restart-only key)
 	fm.publish(twoRelays()...)
 	n.applyView()
 	rt, first := open(t, n, fr, "/feed/a")
@@ -351,7 +351,7 @@ func TestRerouteRetargetsChangedStreams(t *testing.T) {
 		t.Fatalf("r1b died: retargeted\n %v\nwant %v", got, want)
 	}
 	for _, k := range on["r1b"] {
-		if c, _ := n.choose(k, ""); c.Parent.ID != "r1a" {
+		if c, _ := n.routing.choose(k, ""); c.Parent.ID != "r1a" {
 			t.Fatalf("%s: choice %s after r1b died, want r1a", k, c.Parent.ID)
 		}
 		fr.connect(k, "r1a")
@@ -360,7 +360,7 @@ func TestRerouteRetargetsChangedStreams(t *testing.T) {
 	// A stream the relay left where it was (a switch the new parent
 	// refused) is asked again; the others are where the plan wants them.
 	fr.connect(on["r1a"][0], "r0")
-	n.reroute()
+	n.routing.reroute()
 	if got := fr.switches(); !slices.Equal(got, []string{on["r1a"][0]}) {
 		t.Fatalf("one stream off its choice: retargeted %v, want [%s]", got, on["r1a"][0])
 	}
@@ -397,7 +397,7 @@ func TestAvoidExpiryReroutes(t *testing.T) {
 		if got := fr.switches(); len(got) != 0 {
 			t.Fatalf("before the entry expired: retargeted %v", got)
 		}
-		if c, _ := n.choose("/feed/a", ""); c.Parent.ID != other(first) {
+		if c, _ := n.routing.choose("/feed/a", ""); c.Parent.ID != other(first) {
 			t.Fatalf("before the entry expired: choice %s", c.Parent.ID)
 		}
 		time.Sleep(time.Second)
@@ -405,7 +405,7 @@ func TestAvoidExpiryReroutes(t *testing.T) {
 		if got := fr.switches(); !slices.Equal(got, []string{"/feed/a"}) {
 			t.Fatalf("after the entry expired: retargeted %v, want [/feed/a]", got)
 		}
-		if c, _ := n.choose("/feed/a", ""); c.Parent.ID != first {
+		if c, _ := n.routing.choose("/feed/a", ""); c.Parent.ID != first {
 			t.Fatalf("after the entry expired: choice %s, want %s", c.Parent.ID, first)
 		}
 		fm.mu.Lock()

@@ -62,10 +62,7 @@ func (n *Node) localState() localState {
 	ls := localState{Node: n.self()}
 	for _, s := range n.relay.StreamInfo() {
 		parent := ""
-		n.routesMu.Lock()
-		rt := n.routes[s.Key]
-		n.routesMu.Unlock()
-		if rt != nil {
+		if rt := n.routing.lookup(s.Key); rt != nil {
 			parent, _ = rt.current()
 		}
 		e := localEdge{
@@ -252,7 +249,7 @@ func (n *Node) buildReport(g gathered, stream string) topology.Report {
 	sort.Strings(r.Unreachable)
 	r.Unreachable = compactStrings(r.Unreachable)
 
-	plan := n.plan.Load()
+	plan := n.routing.plan.Load()
 	for s, backend := range streams {
 		sr := topology.StreamReport{Stream: s, Backend: backend, Edges: []topology.StreamEdge{}}
 		if plan != nil {
