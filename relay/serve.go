@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -322,19 +323,25 @@ func (s *stream) sharedFetch(ctx context.Context, lastEventID string, allow func
 	return call.prefix, call.seq, call.gap
 }
 
-// fetchSince asks upstream for the events after lastEventID, collecting them
-// until one arrives that the ring holds (the seam). It returns the events
-// before the seam, the seq to continue from, or a reason for a gap.
+// fetchSince asks upstream for the events after lastEventID and collects
+// them until they meet the ring (the seam). It returns the events before
+// the seam, the seq to continue from, or a reason for a gap.
+//
+// The replay and the stream's own upstream are two connections, read at
+// their own pace: the replay may bring events the ring has not been given
+// yet, and then it is the ring that reaches the replay. A young stream
+// still reading its first answer, or a replay from a faster upstream,
+// does that; the replay has then nothing more to send until the next live
+// event. So the seam is looked for both when the replay delivers and
+// whenever the ring grows.
 func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, uint64, string) {
 	cfg := &s.r.cfg
 	// The stream's own upstream may have delivered the id meanwhile (a new
 	// stream still receiving its replay): then the ring answers after all.
-	inRing := func() (uint64, bool) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.ring.after(lastEventID)
-	}
-	if seq, ok := inRing(); ok {
+	s.mu.Lock()
+	seq, ok := s.ring.after(lastEventID)
+	s.mu.Unlock()
+	if ok {
 		return nil, seq, ""
 	}
 	t, err := s.target(nil)
@@ -348,69 +355,161 @@ func (s *stream) fetchSince(ctx context.Context, lastEventID string) ([][]byte, 
 	if refusal != nil {
 		return nil, 0, "upstream could not resume: " + refusal.Reason
 	}
-	defer resp.Body.Close()
-	stop := context.AfterFunc(ctx, func() { _ = resp.Body.Close() })
-	defer stop()
+	// The replay is read by a goroutine of its own, so that this one can
+	// watch the ring at the same time; it is waited for before returning.
+	chunks := make(chan replayChunk)
+	reading := make(chan struct{})
+	go func() {
+		defer close(reading)
+		readReplay(ctx, resp.Body, cfg.MaxEventBytes, chunks)
+	}()
+	defer func() {
+		cancel()
+		_ = resp.Body.Close()
+		<-reading
+	}()
 
-	p := sse.NewParser(cfg.MaxEventBytes)
+	sr := seamSearch{lastEventID: lastEventID, limit: cfg.ClientLagBytes}
+	timedOut := fmt.Sprintf("upstream replay did not reach the buffered events within %s", cfg.CatchUpTimeout)
+	var chunk replayChunk
+	for {
+		s.mu.Lock()
+		found := sr.locate(s.ring, chunk.events)
+		wake := s.wake
+		s.mu.Unlock()
+		switch {
+		case found && sr.seam == 0:
+			return nil, 0, "upstream does not hold events after that id"
+		case found:
+			return sr.prefix, sr.seam, ""
+		case sr.size > sr.limit:
+			return nil, 0, "history to replay exceeds client_lag_bytes"
+		case errors.Is(chunk.err, errReplayTooLarge):
+			return nil, 0, "upstream replay has an oversized event"
+		case chunk.err != nil && ctx.Err() != nil:
+			return nil, 0, timedOut
+		case chunk.err == io.EOF:
+			return nil, 0, "upstream replay ended before reaching the buffered events"
+		case chunk.err != nil:
+			return nil, 0, fmt.Sprintf("upstream replay failed: %v", chunk.err)
+		}
+		chunk = replayChunk{}
+		select {
+		case chunk = <-chunks:
+		case <-wake:
+		case <-ctx.Done():
+			return nil, 0, timedOut
+		}
+	}
+}
+
+// replayChunk is what one read of a replay brought: its complete blocks,
+// and the error that ended the replay, if it did.
+type replayChunk struct {
+	events []sse.Event
+	err    error
+}
+
+var errReplayTooLarge = errors.New("replay event exceeds max_event_bytes")
+
+// readReplay parses a history replay and hands its blocks over read by
+// read, until the replay ends or ctx does.
+func readReplay(ctx context.Context, body io.Reader, maxEventBytes int, out chan<- replayChunk) {
+	p := sse.NewParser(maxEventBytes)
 	buf := make([]byte, 32<<10)
-	var prefix [][]byte
-	var size int64
-	var seam uint64
-	found := false
-	emit := func(ev sse.Event) {
-		if found {
+	for {
+		n, err := body.Read(buf)
+		var c replayChunk
+		if n > 0 {
+			if perr := p.Feed(buf[:n], func(ev sse.Event) { c.events = append(c.events, ev) }); perr != nil {
+				err = errReplayTooLarge
+			}
+		}
+		c.err = err
+		if len(c.events) == 0 && err == nil {
+			continue
+		}
+		select {
+		case out <- c:
+		case <-ctx.Done():
 			return
 		}
-		if seq, ok := inRing(); ok {
-			prefix, seam, found = nil, seq, true
+		if err != nil {
 			return
 		}
+	}
+}
+
+// seamSearch is where a history replay meets the ring: the first event
+// of the replay that the ring holds, or the subscriber's own id once the
+// ring holds it. Both sides grow while it looks: the replay with the
+// blocks it delivers, the ring with the stream's own events.
+type seamSearch struct {
+	lastEventID string
+	limit       int64 // bytes the prefix may hold
+
+	prefix [][]byte       // replayed blocks before the seam, encoded
+	size   int64          // bytes in prefix
+	at     map[string]int // index in prefix of the first block with each id
+	seen   uint64         // ring entries up to this seq were compared with prefix
+
+	seam uint64 // where the subscriber continues in the ring; 0: the replay skipped
+}
+
+// locate adds the replay's new blocks and reports whether the seam is
+// found, in seam and prefix. The stream's lock is held.
+func (sr *seamSearch) locate(r *ring, events []sse.Event) bool {
+	if seq, ok := r.after(sr.lastEventID); ok {
+		sr.prefix, sr.seam = nil, seq
+		return true
+	}
+	// Ring entries that arrived since the last look, against the replay
+	// so far: the earliest replayed block the ring now holds is the seam.
+	best, bestID := -1, ""
+	for seq := max(sr.seen+1, r.first); seq <= r.head(); seq++ {
+		if e, _ := r.get(seq); e.hasID {
+			if i, ok := sr.at[e.id]; ok && (best < 0 || i < best) {
+				best, bestID = i, e.id
+			}
+		}
+	}
+	sr.seen = r.head()
+	if best >= 0 {
+		return sr.cut(r, best, bestID)
+	}
+	for _, ev := range events {
 		if ev.HasID {
-			s.mu.Lock()
-			seq, ok := s.ring.byID[ev.ID]
-			first := s.ring.first
-			adjacent := s.ring.hasBeforeID && s.ring.beforeID == lastEventID
-			s.mu.Unlock()
-			if ok {
-				if len(prefix) == 0 && (seq > first || !adjacent) {
-					// Upstream went straight to events the ring holds
-					// without anything older: it did not replay from
-					// lastEventID (unless that id sits right before the
-					// ring, which the ring already answered).
-					seam, found = 0, true
-					return
-				}
-				seam, found = seq, true
-				return
+			if _, ok := r.byID[ev.ID]; ok {
+				return sr.cut(r, len(sr.prefix), ev.ID)
+			}
+			if sr.at == nil {
+				sr.at = make(map[string]int)
+			}
+			if _, dup := sr.at[ev.ID]; !dup {
+				sr.at[ev.ID] = len(sr.prefix)
 			}
 		}
 		w := sse.AppendEvent(nil, ev)
-		size += int64(len(w))
-		prefix = append(prefix, w)
-	}
-	for !found {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if perr := p.Feed(buf[:n], emit); perr != nil {
-				return nil, 0, "upstream replay has an oversized event"
-			}
-			if size > cfg.ClientLagBytes {
-				return nil, 0, "history to replay exceeds client_lag_bytes"
-			}
-		}
-		if err != nil && !found {
-			if ctx.Err() != nil {
-				return nil, 0, fmt.Sprintf("upstream replay did not reach the buffered events within %s", cfg.CatchUpTimeout)
-			}
-			if err == io.EOF {
-				return nil, 0, "upstream replay ended before reaching the buffered events"
-			}
-			return nil, 0, fmt.Sprintf("upstream replay failed: %v", err)
+		sr.size += int64(len(w))
+		sr.prefix = append(sr.prefix, w)
+		if sr.size > sr.limit {
+			return false
 		}
 	}
-	if seam == 0 {
-		return nil, 0, "upstream does not hold events after that id"
+	return false
+}
+
+// cut ends the search at the replayed block i, whose id the ring holds.
+func (sr *seamSearch) cut(r *ring, i int, id string) bool {
+	seq := r.byID[id]
+	adjacent := r.hasBeforeID && r.beforeID == sr.lastEventID
+	if i == 0 && (seq > r.first || !adjacent) {
+		// Upstream went straight to events the ring holds without
+		// anything older: it did not replay from lastEventID (unless that
+		// id sits right before the ring, which the ring already answered).
+		sr.prefix, sr.seam = nil, 0
+		return true
 	}
-	return prefix, seam, ""
+	sr.prefix, sr.seam = sr.prefix[:i], seq
+	return true
 }
