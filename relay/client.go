@@ -294,6 +294,15 @@ func (c *client) remoteAddr() string {
 // heartbeat is a comment line: traffic for proxies, nothing for EventSource.
 var heartbeat = []byte(":\n")
 
+// drainSlot is a moment drawn evenly from [now, by): when a client off the
+// fast path is closed by a drain that must end by then.
+func drainSlot(now, by time.Time) time.Time {
+	if !by.After(now) {
+		return now
+	}
+	return now.Add(rand.N(by.Sub(now)))
+}
+
 // catchUp serves a client that is not on the fast path: the initial replay,
 // a client whose socket filled up, and every non-hijacked client for its whole
 // life. It writes from the ring with deadline-bound writes until the client
@@ -314,6 +323,13 @@ func (c *client) catchUp() {
 	if c.rw != nil {
 		done = c.rw.ctx.Done()
 	}
+	// A client off the fast path for good (HTTP/2, a wrapped writer) is
+	// closed at a moment of its own in the drain period, drawn when the
+	// drain starts, as the dispatcher spreads its clients over the period:
+	// all of them at the start would reconnect elsewhere at once. Until
+	// then it is served as before.
+	var drainAt time.Time
+	var drainC <-chan time.Time
 	var bufs [][]byte
 	for {
 		if len(c.pending) > 0 || c.owes() {
@@ -330,10 +346,18 @@ func (c *client) catchUp() {
 			return
 		}
 		if !s.drainBy.IsZero() {
-			s.mu.Unlock()
-			_ = c.writeBlocking([][]byte{retryHint(cfg.DrainRetry)})
-			c.finish("")
-			return
+			if c.raw == nil && drainAt.IsZero() {
+				drainAt = drainSlot(time.Now(), s.drainBy)
+				t := time.NewTimer(time.Until(drainAt))
+				defer t.Stop()
+				drainC = t.C
+			}
+			if c.raw != nil || !time.Now().Before(drainAt) {
+				s.mu.Unlock()
+				_ = c.writeBlocking([][]byte{retryHint(cfg.DrainRetry)})
+				c.finish("")
+				return
+			}
 		}
 		if c.expired.Load() {
 			s.mu.Unlock()
@@ -366,6 +390,7 @@ func (c *client) catchUp() {
 			case <-hbC:
 				c.pending = heartbeat
 				hb.Reset(cfg.Heartbeat)
+			case <-drainC:
 			}
 			continue
 		}

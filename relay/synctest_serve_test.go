@@ -554,3 +554,91 @@ func TestFetchMeetsARingThatLags(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainSpreadsSubscribersOffTheFastPath: subscribers that cannot be
+// taken over (HTTP/2, wrapped writers) keep their own goroutine; a drain
+// closes each at a moment of its own in the period, not all at the start.
+// Until its moment a subscriber still gets every event; each ends with the
+// retry hint, and Drain returns once all are closed.
+func TestDrainSpreadsSubscribersOffTheFastPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			n      = 40
+			period = time.Second
+		)
+		cfg := testConfig()
+		cfg.DrainRetry = 2 * time.Second
+		r := newTestRelay(t, cfg)
+		s := offlineStream(t, r, "/s")
+		writers := make([]*flushWriter, n)
+		served := make(chan error, n)
+		for i := range writers {
+			writers[i] = &flushWriter{h: http.Header{}}
+			req := httptest.NewRequest(http.MethodGet, "http://relay.test/s", nil)
+			go func() { served <- r.Serve(writers[i], req, Request{Key: "/s"}) }()
+		}
+		synctest.Wait()
+		if c := r.Clients(); c != n {
+			t.Fatalf("%d subscribers attached, want %d", c, n)
+		}
+
+		returned := make(chan struct{})
+		go func() {
+			r.Drain(context.Background(), period)
+			close(returned)
+		}()
+		closedAt := func() int {
+			synctest.Wait()
+			return n - r.Clients()
+		}
+		if k := closedAt(); k != 0 {
+			t.Fatalf("%d of %d closed as the drain started, want none", k, n)
+		}
+		time.Sleep(period / 4)
+		s.publish(event("1"), time.Now())
+		open := r.Clients()
+		synctest.Wait()
+		got1 := 0
+		for _, w := range writers {
+			if strings.Contains(w.String(), wire(event("1"))) {
+				got1++
+			}
+		}
+		if got1 < open {
+			t.Fatalf("%d subscribers still open a quarter into the drain, %d got the event published then", open, got1)
+		}
+		time.Sleep(period / 4)
+		// Each moment is drawn evenly from the period: half way, about
+		// half are closed (outside 5..35 of 40 has odds below 1 in 10^6).
+		if k := closedAt(); k < 5 || k > 35 {
+			t.Fatalf("half way through the drain %d of %d closed, want them spread over the period", k, n)
+		}
+		select {
+		case <-returned:
+			t.Fatal("Drain returned half way through with subscribers open")
+		default:
+		}
+		time.Sleep(period / 2)
+		if k := closedAt(); k != n {
+			t.Fatalf("at the end of the drain %d of %d closed, want all", k, n)
+		}
+		time.Sleep(100 * time.Millisecond) // the dispatcher's next drain tick
+		synctest.Wait()
+		select {
+		case <-returned:
+		default:
+			t.Fatal("Drain did not return after every subscriber closed")
+		}
+		for i, w := range writers {
+			if err := <-served; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			body := strings.TrimPrefix(w.String(), wire(event("1")))
+			ms, ok := strings.CutPrefix(body, "retry: ")
+			ms, ok2 := strings.CutSuffix(ms, "\n\n")
+			if v, err := strconv.Atoi(ms); !ok || !ok2 || err != nil || v < 1000 || v > 3000 {
+				t.Errorf("subscriber %d got %q, want its events and a retry hint of 1000..3000 ms", i, w.String())
+			}
+		}
+	})
+}
