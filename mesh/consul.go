@@ -398,6 +398,9 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("mesh.client_addr: %w", err)
 	}
+	m.mu.Lock()
+	capacity := m.cfg.Capacity // SetCapacity changes it
+	m.mu.Unlock()
 	reg := &api.AgentServiceRegistration{
 		ID:      m.cfg.NodeID,
 		Name:    cc.Service,
@@ -409,7 +412,7 @@ func (m *Mesh) ensureRegistered(ctx context.Context) (bool, error) {
 			NodeMetaGossip:   m.LocalAddr(),
 			NodeMetaAdmin:    m.cfg.AdminAddr,
 			NodeMetaClient:   m.cfg.ClientAddr,
-			NodeMetaCapacity: strconv.Itoa(m.cfg.Capacity),
+			NodeMetaCapacity: strconv.Itoa(capacity),
 		},
 		Check: &api.AgentServiceCheck{
 			CheckID:                        checkID(m.cfg.NodeID),

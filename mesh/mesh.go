@@ -227,6 +227,28 @@ func (m *Mesh) SetLoad(clients, streams int) {
 	}
 }
 
+// SetCapacity changes the client count this node announces it accepts
+// (limits.max_clients, changed by a reload). Peers see it with the next
+// load push, other data centres once the registration in Consul is
+// renewed (at its next check, as it no longer matches).
+func (m *Mesh) SetCapacity(capacity int) {
+	if capacity < 0 {
+		capacity = 0
+	}
+	m.mu.Lock()
+	same := m.cfg.Capacity == capacity
+	m.cfg.Capacity = capacity
+	m.mu.Unlock()
+	if same {
+		return
+	}
+	m.markDirty()
+	select {
+	case m.loadCh <- struct{}{}:
+	default:
+	}
+}
+
 // SetServing ends the warm-up (Config.Warmup): the node announces itself
 // alive and takes children from now on. Calling it again does nothing.
 func (m *Mesh) SetServing() {

@@ -184,6 +184,10 @@ func (n *Node) Reload() ReloadResult {
 	n.rebuildMountsLocked()
 	n.mountsMu.Unlock()
 	n.moveStreams(before)
+	if n.view != nil && eff.Limits.MaxClients != old.cfg.Limits.MaxClients {
+		// Peers choose parents by free capacity: they must see the new one.
+		n.view.SetCapacity(eff.Limits.MaxClients)
+	}
 	if n.setLevel != nil && eff.Log.Level != old.cfg.Log.Level {
 		n.setLevel(lvl)
 	}

@@ -234,3 +234,29 @@ func TestReloadChecksWhatGoesInForce(t *testing.T) {
 		t.Fatal("the token was dropped")
 	}
 }
+
+// TestReloadAnnouncesNewCapacity: limits.max_clients changed by a reload
+// reaches the peers' views, which choose parents by free capacity.
+func TestReloadAnnouncesNewCapacity(t *testing.T) {
+	root := meshNode(t, meshSpec{id: "root", dc: "dc1", tier: 0}, func(c *Config) { c.Limits.MaxClients = 1000 })
+	leaf := meshNode(t, meshSpec{id: "leaf", dc: "dc1", tier: 1, seeds: []string{root.mesh.LocalAddr()}}, nil)
+	waitMembers(t, 2, root, leaf)
+	capacityOf := func(id string) int {
+		for _, m := range leaf.MeshView().Members {
+			if m.ID == id {
+				return m.Capacity
+			}
+		}
+		return -1
+	}
+	if c := capacityOf("root"); c != 1000 {
+		t.Fatalf("leaf sees root's capacity %d, want 1000", c)
+	}
+	src := &reloadSource{cfg: root.cfg}
+	root.EnableReload(src.read, nil)
+	src.set(func(c *Config) { c.Limits.MaxClients = 250 })
+	if res := root.Reload(); res.Result != "ok" || !slices.Contains(res.Changed, "limits") {
+		t.Fatalf("reload: %+v", res)
+	}
+	ssetest.Eventually(t, "the new capacity in the peer's view", 10*time.Second, func() bool { return capacityOf("root") == 250 })
+}

@@ -106,6 +106,8 @@ func (f *fakeView) View() *mesh.View {
 func (f *fakeView) Changed() <-chan struct{} { return f.changed }
 func (f *fakeView) SetServing()              {}
 
+func (f *fakeView) SetCapacity(int) {}
+
 func (f *fakeView) SetLoad(clients, streams int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

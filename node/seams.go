@@ -30,4 +30,6 @@ type meshView interface {
 	Changed() <-chan struct{}
 	SetServing()
 	SetLoad(clients, streams int)
+	// SetCapacity announces a new limits.max_clients after a reload.
+	SetCapacity(capacity int)
 }
