@@ -166,8 +166,16 @@ func (c *client) writeBlocking(bufs [][]byte) error {
 	if err := c.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
-	nb := net.Buffers(bufs)
-	n, err := nb.WriteTo(c.conn)
+	var n int64
+	var err error
+	if c.raw != nil {
+		n, err = writeBuffers(c.raw, bufs)
+	} else {
+		// A connection without a descriptor of its own (TLS not from
+		// Listener, a wrapped conn).
+		nb := net.Buffers(bufs)
+		n, err = nb.WriteTo(c.conn)
+	}
 	c.bytes.Add(n)
 	return err
 }
