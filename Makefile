@@ -3,7 +3,7 @@
 GO ?= go
 export GOTOOLCHAIN ?= local
 
-.PHONY: test deps demo build vet bench fuzz release test-deploy test-netns
+.PHONY: test test-unit deps demo build vet bench fuzz release test-deploy test-netns
 
 # The network-namespace drill needs root; it runs whenever make test runs as
 # root (always in CI), and elsewhere the test says it was skipped.
@@ -11,6 +11,15 @@ test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) test-deploy
 	if [ "$$(id -u)" = 0 ]; then $(MAKE) test-netns; else echo "test-netns skipped: needs root"; fi
+
+# The fast tier: topology, relay and the retry and pacing helpers whole,
+# mesh on its in-memory Consul and pure gossip state, node's routing and
+# configuration on fakes. No network beyond loopback sockets, no Consul
+# binary; about 20 s. UNIT_FLAGS=-count=5 repeats it.
+test-unit:
+	$(GO) test -short -race $(UNIT_FLAGS) ./topology/ ./relay/ ./internal/retry/ ./internal/admit/
+	$(GO) test -short -race $(UNIT_FLAGS) -run 'ConsulFake|RemoteHold|FakeConsul|TestRemote|TestSuspicionStates|TestProbe' ./mesh/
+	$(GO) test -short -race $(UNIT_FLAGS) -run 'TestRouter|TestChooseParentOnView|TestAvoid|TestReroute|TestAdvertise|TestCheckedAdvertise|TestPickIPv4|TestMeshError|TestMeshSection|TestLoad|TestBadConfig|TestKeyReference' ./node/
 
 # Faults across two data centres in network namespaces (partition, delay
 # and loss, a gateway killed, a Consul server restarted), about 3 minutes.
