@@ -220,11 +220,7 @@ func (m *Mesh) SetLoad(clients, streams int) {
 	if same {
 		return
 	}
-	m.markDirty()
-	select {
-	case m.loadCh <- struct{}{}:
-	default:
-	}
+	m.announceLoad()
 }
 
 // SetCapacity changes the client count this node announces it accepts
@@ -242,6 +238,12 @@ func (m *Mesh) SetCapacity(capacity int) {
 	if same {
 		return
 	}
+	m.announceLoad()
+}
+
+// announceLoad shows a change of this node's metadata in the local view
+// and has loadLoop gossip it.
+func (m *Mesh) announceLoad() {
 	m.markDirty()
 	select {
 	case m.loadCh <- struct{}{}:
