@@ -73,6 +73,9 @@ func (c *Config) checkMesh() error {
 func (n *Node) startMesh() error {
 	mcfg := n.cfg.meshRuntime(n.cfg.NodeID, n.advertised(n.Addr()), n.advertised(n.AdminAddr()))
 	mcfg.Logger = n.log
+	if mcfg.Consul.Address != "" && n.cfg.Admin.TLS != nil && n.cfg.Admin.TLS.ClientCA != "" {
+		n.log.Warn("admin.tls.client_ca requires a client certificate on /readyz, and Consul's health check of this node shows none unless its agent presents one (Consul's enable_agent_tls_for_checks, with a certificate from client_ca): otherwise Consul sees this node as critical, and peers and other data centres do not find it there")
+	}
 	// Back ends come from Consul: take no children before they are known,
 	// or a child that switches here early is answered 404.
 	mcfg.Warmup = n.cfg.Mesh.Consul.Address != ""
