@@ -106,7 +106,18 @@ func (r *router) choose(key, backendDC string) (topology.Choice, error) {
 	if plan == nil {
 		return topology.Choice{}, errNoView
 	}
-	c := plan.Choose(r.self, key, backendDC, r.avoid.set(key, time.Now()))
+	avoid := r.avoid.set(key, time.Now())
+	c := plan.Choose(r.self, key, backendDC, avoid)
+	if !c.OK && len(avoid) > 0 {
+		// Every candidate failed lately (as across a partition between
+		// data centres): trying one of them again beats waiting with none
+		// until an entry expires, long after the network may have healed.
+		// The relay's backoff paces these attempts.
+		if again := plan.Choose(r.self, key, backendDC, nil); again.OK {
+			again.Reason += " (every candidate avoided: trying again)"
+			return again, nil
+		}
+	}
 	if !c.OK {
 		return c, errors.New(c.Reason)
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -179,5 +180,28 @@ func TestRouterReplacesARouteOfAClosedStream(t *testing.T) {
 	fr.mu.Unlock()
 	if again := r.get("/s/a", func() *route { return &route{r: r, key: "/s/a"} }); again == first {
 		t.Fatal("the route of a stream the relay closed was reused")
+	}
+}
+
+// TestRouterTriesAvoidedParentsRatherThanNone: with every candidate
+// avoided (as across a partition), the stream is offered one of them
+// again instead of no parent until an entry expires.
+func TestRouterTriesAvoidedParentsRatherThanNone(t *testing.T) {
+	r, fr := testRouter(t)
+	r.apply(topology.View{Nodes: []topology.Node{
+		tnode("leaf", 2, topology.StateAlive), tnode("r1a", 1, topology.StateAlive), tnode("r0", 0, topology.StateAlive),
+	}})
+	rt := openRoute(r, fr, "/s/a", "r1a", true)
+	rt.noteFailure(&relay.Attempt{Target: relay.Target{Parent: "r1a"}, Code: relay.CodeUpstreamIdle})
+	if c, err := r.choose("/s/a", ""); err != nil || c.Parent.ID != "r0" {
+		t.Fatalf("r1a avoided: chose %q, %v; want r0", c.Parent.ID, err)
+	}
+	rt.noteFailure(&relay.Attempt{Target: relay.Target{Parent: "r0"}, Code: relay.CodeUpstreamUnreachable})
+	c, err := r.choose("/s/a", "")
+	if err != nil || (c.Parent.ID != "r1a" && c.Parent.ID != "r0") {
+		t.Fatalf("every parent avoided: chose %q, %v; want one of them again", c.Parent.ID, err)
+	}
+	if !strings.Contains(c.Reason, "every candidate avoided") {
+		t.Fatalf("reason %q does not say the candidates were all avoided", c.Reason)
 	}
 }

@@ -323,8 +323,12 @@ func (c *client) catchUp() {
 	var hb *time.Timer
 	var hbC <-chan time.Time
 	var done <-chan struct{}
+	every := cfg.Heartbeat
+	if c.child {
+		every = cfg.childBeat()
+	}
 	if c.raw == nil {
-		hb = time.NewTimer(cfg.Heartbeat)
+		hb = time.NewTimer(every)
 		defer hb.Stop()
 		hbC = hb.C
 	}
@@ -397,7 +401,7 @@ func (c *client) catchUp() {
 				return
 			case <-hbC:
 				c.pending = heartbeat
-				hb.Reset(cfg.Heartbeat)
+				hb.Reset(every)
 			case <-drainC:
 			}
 			continue
@@ -430,7 +434,7 @@ func (c *client) catchUp() {
 		s.r.metrics.Deliveries.Add(c.next - from)
 		c.events.Add(c.next - from)
 		if hb != nil {
-			hb.Reset(cfg.Heartbeat)
+			hb.Reset(every)
 		}
 	}
 }

@@ -27,6 +27,13 @@ type Config struct {
 	// so proxies and load balancers keep the stream open and departed
 	// clients are found on idle streams.
 	Heartbeat time.Duration `yaml:"heartbeat"`
+	// ChildHeartbeat is the heartbeat for subscribers that are other mesh
+	// nodes, when shorter than Heartbeat. The interval is announced to
+	// them (HeartbeatHeader), and a child takes a parent silent for three
+	// of them as gone: a partition between data centres is found in
+	// seconds, not at idle_timeout or when TCP's backed-off retransmission
+	// gets through.
+	ChildHeartbeat time.Duration `yaml:"child_heartbeat"`
 	// ClientLagBytes is how far (in bytes) a client may fall behind the newest
 	// event before it is disconnected as a slow consumer.
 	ClientLagBytes int64 `yaml:"client_lag_bytes"`
@@ -77,6 +84,7 @@ func DefaultConfig() Config {
 		RingAge:          15 * time.Minute,
 		Linger:           30 * time.Second,
 		Heartbeat:        15 * time.Second,
+		ChildHeartbeat:   5 * time.Second,
 		ClientLagBytes:   8 << 20,
 		WriteTimeout:     10 * time.Second,
 		ConnectTimeout:   10 * time.Second,
@@ -106,6 +114,7 @@ func (c Config) Validate() error {
 		{"ring_age", c.RingAge > 0},
 		{"linger", c.Linger >= 0},
 		{"heartbeat", c.Heartbeat > 0},
+		{"child_heartbeat", c.ChildHeartbeat > 0},
 		{"client_lag_bytes", c.ClientLagBytes >= 4096 && c.ClientLagBytes >= int64(c.MaxEventBytes)},
 		{"write_timeout", c.WriteTimeout > 0},
 		{"connect_timeout", c.ConnectTimeout > 0},

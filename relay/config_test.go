@@ -24,6 +24,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"RingAge", c.RingAge, 15 * time.Minute},
 		{"Linger", c.Linger, 30 * time.Second},
 		{"Heartbeat", c.Heartbeat, 15 * time.Second},
+		{"ChildHeartbeat", c.ChildHeartbeat, 5 * time.Second},
 		{"ClientLagBytes", c.ClientLagBytes, int64(8 << 20)},
 		{"WriteTimeout", c.WriteTimeout, 10 * time.Second},
 		{"ConnectTimeout", c.ConnectTimeout, 10 * time.Second},
@@ -88,6 +89,7 @@ func TestConfigValidate(t *testing.T) {
 		{"connect timeout zero", func(c *Config) { c.ConnectTimeout = 0 }, "connect_timeout", "must be positive"},
 		{"ready timeout zero", func(c *Config) { c.ReadyTimeout = 0 }, "ready_timeout", "must be positive"},
 		{"idle timeout zero", func(c *Config) { c.IdleTimeout = 0 }, "idle_timeout", "must be positive"},
+		{"child heartbeat zero", func(c *Config) { c.ChildHeartbeat = 0 }, "child_heartbeat", "must be positive"},
 
 		{"backoff min zero", func(c *Config) { c.BackoffMin = 0 }, "backoff_min", "must be positive"},
 		{"backoff max equal to min", func(c *Config) { c.BackoffMin = time.Second; c.BackoffMax = time.Second }, "", ""},

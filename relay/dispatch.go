@@ -30,6 +30,14 @@ func (s *stream) runDispatcher() {
 	cfg := &s.r.cfg
 	hb := time.NewTicker(cfg.Heartbeat)
 	defer hb.Stop()
+	// Child nodes get a beat of their own when it is shorter; see
+	// Config.ChildHeartbeat.
+	var childC <-chan time.Time
+	if cfg.childBeat() < cfg.Heartbeat {
+		chb := time.NewTicker(cfg.childBeat())
+		defer chb.Stop()
+		childC = chb.C
+	}
 	var drainTick *time.Ticker
 	var drainC <-chan time.Time
 	var drainOnce sync.Once
@@ -46,11 +54,13 @@ func (s *stream) runDispatcher() {
 	drainTotal, drainDone := 0, 0
 	var drainStart time.Time
 	for {
-		beat := false
+		beat, childBeat := false, false
 		select {
 		case <-s.kick:
 		case <-hb.C:
 			beat = true
+		case <-childC:
+			childBeat = true
 		case <-drainC:
 		case <-lingerC:
 			lingerDue, lingerC = true, nil
@@ -111,7 +121,19 @@ func (s *stream) runDispatcher() {
 			s.writeAll(clients, func(c *client) int { return c.offer(b) }, b.at)
 		}
 		if beat {
-			s.writeAll(clients, func(c *client) int { c.offerBytes(heartbeat); return 0 }, time.Time{})
+			s.writeAll(clients, func(c *client) int {
+				if !c.child || childC == nil { // children beat on their own ticker
+					c.offerBytes(heartbeat)
+				}
+				return 0
+			}, time.Time{})
+		} else if childBeat {
+			// Children are few: a plain pass finds them.
+			for _, c := range clients {
+				if c.child {
+					c.offerBytes(heartbeat)
+				}
+			}
 		}
 		clients = compact(clients)
 		if more {

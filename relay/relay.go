@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -413,6 +414,33 @@ const (
 // node's own (it is full, draining, or would close a loop) or the stream's
 // answer relayed from above.
 const ErrorHeader = "X-Ssemesh-Error"
+
+// HeartbeatHeader tells a child node, in milliseconds, how often its
+// parent writes at least a comment line on the stream (Config.ChildHeartbeat).
+// The child takes the parent silent for silentBeats of them as gone and
+// reconnects, sooner than its idle_timeout.
+const HeartbeatHeader = "X-Ssemesh-Heartbeat"
+
+// silentBeats is how many announced heartbeats a child waits for.
+const silentBeats = 3
+
+// idleFor is how long the upstream of resp may stay silent: idle_timeout,
+// or silentBeats of the heartbeat a parent node announced, if shorter.
+func idleFor(cfg *Config, resp *http.Response, fromParent bool) time.Duration {
+	idle := cfg.IdleTimeout
+	if !fromParent {
+		return idle
+	}
+	ms, err := strconv.ParseInt(resp.Header.Get(HeartbeatHeader), 10, 64)
+	if err != nil || ms <= 0 {
+		return idle
+	}
+	// At least a second: a parent cannot make its children spin.
+	return min(idle, max(time.Second, silentBeats*time.Duration(ms)*time.Millisecond))
+}
+
+// childBeat is the heartbeat of child nodes.
+func (c *Config) childBeat() time.Duration { return min(c.Heartbeat, c.ChildHeartbeat) }
 
 func (e *Error) Error() string { return fmt.Sprintf("relay: %d: %s", e.Status, e.Reason) }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -157,6 +158,9 @@ func (r *Relay) Serve(w http.ResponseWriter, req *http.Request, sr Request) erro
 	}
 	r.metrics.ClientsTotal.Add(1)
 
+	if c.child {
+		w.Header().Set(HeartbeatHeader, strconv.FormatInt(r.cfg.childBeat().Milliseconds(), 10))
+	}
 	head := buildHead(w.Header())
 	if hj, ok := w.(http.Hijacker); ok && req.ProtoMajor == 1 {
 		conn, _, err := hj.Hijack()

@@ -533,7 +533,7 @@ func (s *stream) readSwitchable(resp *http.Response, cur Target, skip int) (int,
 			return
 		}
 	}()
-	got, err := s.read(resp, skip)
+	got, err := s.read(resp, skip, idleFor(&s.r.cfg, resp, cur.Parent != ""))
 	wcancel()
 	<-done
 	select {
@@ -597,14 +597,14 @@ var (
 
 // read consumes one upstream response until it ends, publishing every block
 // but the first skip ones. It returns how many blocks arrived.
-func (s *stream) read(resp *http.Response, skip int) (int, error) {
+func (s *stream) read(resp *http.Response, skip int, idleAfter time.Duration) (int, error) {
 	defer resp.Body.Close()
 	cfg := &s.r.cfg
 	// The idle timer cancels the body read: any bytes, comments included,
 	// prove the upstream alive.
 	idle := make(chan struct{})
 	var once sync.Once
-	timer := time.AfterFunc(cfg.IdleTimeout, func() {
+	timer := time.AfterFunc(idleAfter, func() {
 		once.Do(func() { close(idle) })
 		_ = resp.Body.Close()
 	})
@@ -623,7 +623,7 @@ func (s *stream) read(resp *http.Response, skip int) (int, error) {
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			timer.Reset(cfg.IdleTimeout)
+			timer.Reset(idleAfter)
 			if perr := p.Feed(buf[:n], emit); perr != nil {
 				s.r.metrics.upstreamError("too_large")
 				s.log.WithError(perr).Error("upstream event too large: reconnecting (raise max_event_bytes if the back end really sends such events)")
