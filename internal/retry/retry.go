@@ -71,17 +71,7 @@ func (b Backoff) ceiling(n int) time.Duration {
 // Sleep waits d, or less when ctx ends first; it reports whether ctx is
 // still live. A d of zero or less returns at once.
 func Sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return SleepWake(ctx, d, nil) // a nil channel never delivers
 }
 
 // defaultLogEvery is the spacing of Failures when Every is 0.

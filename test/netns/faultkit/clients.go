@@ -20,6 +20,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ssemesh/ssemesh/internal/retry"
 	"github.com/ssemesh/ssemesh/internal/sse"
 )
 
@@ -78,7 +79,7 @@ func clientsCommand(fs *flag.FlagSet) func(context.Context, logrus.FieldLogger) 
 			g.add(c)
 			delay := time.Duration(int64(*ramp) * int64(i) / int64(*n))
 			wg.Go(func() {
-				if !sleepCtx(ctx, delay) {
+				if !retry.Sleep(ctx, delay) {
 					return
 				}
 				c.run(ctx, log)
@@ -143,7 +144,7 @@ func (c *client) run(ctx context.Context, log logrus.FieldLogger) {
 		} else {
 			backoff = min(2*backoff, 2*time.Second)
 		}
-		if !sleepCtx(ctx, backoff/2+rand.N(backoff/2)) {
+		if !retry.Sleep(ctx, backoff/2+rand.N(backoff/2)) {
 			return
 		}
 	}
@@ -333,16 +334,4 @@ func statsHandler(groups map[string]*group) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
-}
-
-// sleepCtx sleeps for d; it reports false when ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
